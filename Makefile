@@ -1,0 +1,16 @@
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+
+.PHONY: install demo test bench
+
+install:
+	$(PIP) install -q -e '.[test]'
+
+demo: install
+	synthgap --workspace $${SYNTHGAP_HOME:-$$HOME/.synthgap}
+
+test: install
+	$(PYTHON) -m pytest -q
+
+bench: install
+	for b in bench/*.py; do echo "== $$b"; $(PYTHON) $$b || exit 1; done

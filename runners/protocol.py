@@ -1,0 +1,187 @@
+"""The event protocol shared by runners and the app (standard library only).
+
+A runner appends one JSON object per line to ``events.jsonl`` in its run
+directory; the supervisor, the TUI and the CLI follow that file by byte offset.
+This module is the only one imported on both sides, so it must stay free of
+torch, textual and tinydb.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+EVENTS_FILE = "events.jsonl"
+SPEC_FILE = "spec.json"
+STATUS_FILE = "status.json"
+RESULTS_FILE = "results.json"
+STDOUT_FILE = "stdout.log"
+CHECKPOINT_DIR = "checkpoints"
+
+# Event types. Final events end a runner's attempt; the supervisor uses them
+# to tell "finished", "failed" and "cancelled" apart from "lost".
+START = "start"
+PROGRESS = "progress"  # done, total, unit, rate, eta
+TRAIN_STEP = "train_step"  # step, epoch, loss, lr, images_per_s
+EPOCH = "epoch"  # epoch, train_loss, top1, top5, val_loss
+GPU = "gpu"  # devices: [{index, memory_used, memory_reserved, utilization}]
+LOG = "log"  # level, message
+CHECKPOINT = "checkpoint"  # path, epoch
+ARTIFACT = "artifact"  # path, kind
+HEARTBEAT = "heartbeat"
+DONE = "done"  # summary
+FAILED = "failed"  # error, traceback
+CANCELLED = "cancelled"  # reason
+
+EVENT_TYPES = frozenset(
+    {START, PROGRESS, TRAIN_STEP, EPOCH, GPU, LOG, CHECKPOINT, ARTIFACT,
+     HEARTBEAT, DONE, FAILED, CANCELLED}
+)
+FINAL_EVENTS = frozenset({DONE, FAILED, CANCELLED})
+
+# Run states (DESIGN.md). "lost" is a run whose process vanished without a
+# final event.
+QUEUED, STARTING, RUNNING = "queued", "starting", "running"
+FINISHED, FAILED_STATE, CANCELLED_STATE, LOST = "finished", "failed", "cancelled", "lost"
+STATES = (QUEUED, STARTING, RUNNING, FINISHED, FAILED_STATE, CANCELLED_STATE, LOST)
+ACTIVE_STATES = frozenset({STARTING, RUNNING})
+ENDED_STATES = frozenset({FINISHED, FAILED_STATE, CANCELLED_STATE, LOST})
+STATE_OF_FINAL_EVENT = {DONE: FINISHED, FAILED: FAILED_STATE, CANCELLED: CANCELLED_STATE}
+
+
+class EventWriter:
+    """Appends events to ``events.jsonl``, one flushed line per event."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "ab", buffering=0)
+        # A writer killed mid-line leaves a fragment without newline; start on
+        # a fresh line so the fragment cannot swallow our first event.
+        if self._file.tell() > 0:
+            with open(self.path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    self._file.write(b"\n")
+
+    def emit(self, type: str, **fields: Any) -> dict:
+        if type not in EVENT_TYPES:
+            raise ValueError(f"unknown event type {type!r}; allowed: {sorted(EVENT_TYPES)}")
+        event = {"t": round(time.time(), 3), "type": type, **fields}
+        line = json.dumps(event, separators=(",", ":"), default=_jsonable) + "\n"
+        # One write call per line: with O_APPEND the line lands whole.
+        self._file.write(line.encode())
+        return event
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "EventWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _jsonable(value: Any) -> Any:
+    # numpy / torch scalars and paths show up in fields; keep them readable.
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return str(value)
+
+
+@dataclass
+class EventReader:
+    """Follows a growing ``events.jsonl`` by byte offset.
+
+    Only complete lines (ending in a newline) are consumed, so a line that a
+    runner is still writing is read on a later call. A complete line that is
+    not valid JSON (a fragment from a killed writer) is skipped and counted.
+    """
+
+    path: Path
+    offset: int = 0
+    skipped: int = 0
+    _partial: bytes = field(default=b"", repr=False)
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+
+    def read_new(self, max_bytes: int | None = None) -> list[dict]:
+        try:
+            with open(self.path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size < self.offset:  # file was replaced (retry): start over
+                    self.offset, self._partial = 0, b""
+                f.seek(self.offset)
+                chunk = f.read(max_bytes if max_bytes else -1)
+        except FileNotFoundError:
+            return []
+        if not chunk:
+            return []
+        data = self._partial + chunk
+        end = data.rfind(b"\n")
+        if end < 0:
+            self._partial = data
+            self.offset += len(chunk)
+            return []
+        self._partial = data[end + 1:]
+        self.offset += len(chunk)
+        events = []
+        for line in data[: end + 1].splitlines():
+            events.extend(self._parse(line))
+        return events
+
+    def _parse(self, line: bytes) -> Iterator[dict]:
+        line = line.strip()
+        if not line:
+            return
+        try:
+            event = json.loads(line)
+        except ValueError:
+            self.skipped += 1
+            # A fragment glued to a whole event by a writer that did not
+            # start a fresh line: keep the event that follows the fragment.
+            start = line.find(b'{"t":', 1)
+            if start > 0:
+                yield from self._parse(line[start:])
+            return
+        if isinstance(event, dict) and "type" in event:
+            yield event
+        else:
+            self.skipped += 1
+
+
+def read_events(path: str | os.PathLike) -> list[dict]:
+    """All complete events of a file (skipping malformed lines)."""
+    return EventReader(Path(path)).read_new()
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    """Write JSON so that readers see the old or the new file, never a torn one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    payload = json.dumps(data, indent=2, default=_jsonable).encode()
+    try:
+        with open(tmp, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: str | os.PathLike, default: Any = None) -> Any:
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read())
+    except (FileNotFoundError, ValueError):
+        return default

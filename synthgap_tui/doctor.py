@@ -1,0 +1,86 @@
+"""`synthgap doctor`: one line per check, each OK, WARN or FAIL with a reason."""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import sys
+from dataclasses import dataclass
+from typing import Iterator
+
+from synthgap_tui.formatting import fmt_bytes
+from synthgap_tui.gpu import NvmlMonitor
+from synthgap_tui.workspace import Workspace
+
+MIN_FREE_DISK = 20 * 1024**3  # one synthetic ImageNet-100 is ~15 GiB of JPEGs
+
+
+@dataclass(frozen=True)
+class Check:
+    level: str  # OK, WARN, FAIL
+    name: str
+    message: str
+
+
+def _version(module: str) -> tuple[str | None, str | None]:
+    try:
+        mod = importlib.import_module(module)
+    except Exception as e:  # a broken install raises more than ImportError
+        return None, f"{type(e).__name__}: {e}"
+    return getattr(mod, "__version__", "?"), None
+
+
+def run_checks(workspace: Workspace, monitor: NvmlMonitor | None = None) -> Iterator[Check]:
+    py = sys.version_info
+    yield Check("OK" if py >= (3, 11) else "FAIL", "python",
+                f"{sys.version.split()[0]} ({sys.executable})")
+
+    version, err = _version("torch")
+    if err:
+        yield Check("FAIL", "torch", f"cannot import torch: {err}")
+    else:
+        import torch
+
+        if torch.cuda.is_available():
+            n = torch.cuda.device_count()
+            bf16 = torch.cuda.is_bf16_supported()
+            yield Check("OK", "torch", f"{version}, CUDA {torch.version.cuda}, {n} device(s), "
+                        f"bf16 {'yes' if bf16 else 'no (falls back to fp16)'}")
+        else:
+            why = "CPU-only build" if torch.version.cuda is None else "no CUDA device visible"
+            yield Check("WARN", "torch", f"{version}, {why}: runs will use the CPU")
+
+    for module in ("torchvision", "diffusers", "transformers"):
+        version, err = _version(module)
+        yield Check("FAIL", module, f"cannot import: {err}") if err else Check("OK", module, version)
+
+    report = (monitor or NvmlMonitor()).snapshot()
+    if report.error:
+        yield Check("WARN", "nvml", report.error)
+    elif not report.gpus:
+        yield Check("WARN", "nvml", f"driver {report.driver}, no GPUs found")
+    else:
+        names = ", ".join(f"{g.index}: {g.name} {fmt_bytes(g.memory_total)}" for g in report.gpus)
+        yield Check("OK", "nvml", f"driver {report.driver}; {names}")
+
+    root = workspace.root
+    probe = root if root.exists() else next((p for p in root.parents if p.exists()), root)
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError as e:
+        yield Check("FAIL", "disk", f"cannot read free space of {probe}: {e.strerror}")
+    else:
+        level = "OK" if free >= MIN_FREE_DISK else "WARN"
+        yield Check(level, "disk", f"{fmt_bytes(free)} free in {root}"
+                    + ("" if level == "OK" else f" (generation needs ~{fmt_bytes(MIN_FREE_DISK)})"))
+
+    if workspace.index_path.exists():
+        from synthgap_tui.store import RunStore, StoreError
+
+        try:
+            n = len(RunStore(workspace).list())
+            yield Check("OK", "index", f"{n} runs in {workspace.index_path}")
+        except StoreError as e:
+            yield Check("FAIL", "index", str(e))
+    else:
+        yield Check("OK", "index", f"new workspace at {root}")

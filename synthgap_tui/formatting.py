@@ -1,0 +1,75 @@
+"""Plain-text renderings of run fields, shared by the CLI and the TUI."""
+
+from __future__ import annotations
+
+import time
+
+STATE_STYLE = {
+    "queued": "dim", "starting": "cyan", "running": "bold cyan", "finished": "green",
+    "failed": "bold red", "cancelled": "yellow", "lost": "magenta",
+}
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None or seconds < 0:
+        return "-"
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    if h:
+        return f"{h}h{m:02d}m"
+    if m:
+        return f"{m}m{s:02d}s"
+    return f"{s}s"
+
+
+def fmt_time(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    return time.strftime("%m-%d %H:%M", time.localtime(ts))
+
+
+def run_duration(run: dict, now: float | None = None) -> float | None:
+    start = run.get("started")
+    if not start:
+        return None
+    return (run.get("ended") or now or time.time()) - start
+
+
+def fmt_progress(run: dict) -> str:
+    p = run.get("progress")
+    return "-" if p is None else f"{100 * p:.0f}%"
+
+
+def top1_of(run: dict) -> float | None:
+    """Mean top-1 over the last epochs when finished, else the latest epoch's."""
+    summary = run.get("summary") or {}
+    if summary.get("top1_mean") is not None:
+        return summary["top1_mean"]
+    return run.get("top1")
+
+
+def fmt_top1(run: dict) -> str:
+    summary = run.get("summary") or {}
+    if summary.get("top1_mean") is not None:
+        std = summary.get("top1_std")
+        return f"{summary['top1_mean']:.1f}" + (f"±{std:.1f}" if std is not None else "")
+    top1 = run.get("top1")
+    return "-" if top1 is None else f"{top1:.1f}"
+
+
+def fmt_gpus(run: dict) -> str:
+    gpus = run.get("gpus")
+    if gpus is None:
+        return "-"
+    return ",".join(str(g) for g in gpus) if gpus else "cpu"
+
+
+def fmt_bytes(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"

@@ -1,0 +1,160 @@
+"""The home screen: every run of the workspace, filtered as you type, updated in place."""
+
+from __future__ import annotations
+
+import time
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Input, Static
+
+from synthgap_tui import formatting as fm
+from synthgap_tui.formatting import STATE_STYLE
+from synthgap_tui.runfilter import RunFilter
+
+COLUMNS = (
+    # key, title, cell text, sort key
+    ("name", "name", lambda r, now: r.get("name", r["id"]), lambda r: r.get("name", "")),
+    ("experiment", "experiment", lambda r, now: r.get("experiment", "-"), lambda r: r.get("experiment", "")),
+    ("kind", "kind", lambda r, now: r.get("kind", "-"), lambda r: r.get("kind", "")),
+    ("state", "state", lambda r, now: Text(r["state"], style=STATE_STYLE.get(r["state"], "")),
+     lambda r: r["state"]),
+    ("progress", "prog", lambda r, now: fm.fmt_progress(r), lambda r: r.get("progress") or 0),
+    ("top1", "top-1", lambda r, now: fm.fmt_top1(r), lambda r: fm.top1_of(r) or -1),
+    ("gpu", "gpu", lambda r, now: fm.fmt_gpus(r), lambda r: fm.fmt_gpus(r)),
+    ("started", "started", lambda r, now: fm.fmt_time(r.get("started")), lambda r: r.get("started") or 0),
+    ("duration", "time", lambda r, now: fm.fmt_duration(fm.run_duration(r, now)),
+     lambda r: fm.run_duration(r) or 0),
+)
+COLUMN_KEYS = [c[0] for c in COLUMNS]
+
+
+class RunsLoaded(Message):
+    def __init__(self, runs: list[dict]) -> None:
+        super().__init__()
+        self.runs = runs
+
+
+class RunsScreen(Screen):
+    BINDINGS = [
+        Binding("slash", "focus_filter", "Filter"),
+        Binding("escape", "clear_filter", "Clear", show=False),
+        Binding("s", "cycle_sort", "Sort"),
+        Binding("space", "toggle_mark", "Mark"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runs: dict[str, dict] = {}
+        self.marked: set[str] = set()
+        self.filter = RunFilter()
+        self.sort_index = 1  # experiment: runs of one experiment stay together
+        self.sort_reverse = False
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Input(placeholder="filter: words, state:running, kind:train,generate", id="filter")
+        yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+        yield Static("", id="runs-summary")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        for key, title, *_ in COLUMNS:
+            table.add_column(title, key=key)
+        table.focus()
+        self.refresh_runs()
+        self.set_interval(1.0, self.refresh_runs)
+
+    @work(thread=True, exclusive=True, group="runs-load")
+    def refresh_runs(self) -> None:
+        # Reading the index parses JSON only when the file changed.
+        self.post_message(RunsLoaded(self.app.store.list()))
+
+    def on_runs_loaded(self, message: RunsLoaded) -> None:
+        self.runs = {r["id"]: r for r in message.runs}
+        self.render_table()
+
+    def visible_runs(self) -> list[dict]:
+        key = COLUMNS[self.sort_index][3]
+        runs = [r for r in self.runs.values() if self.filter.matches(r)]
+        runs.sort(key=lambda r: r["id"])
+        runs.sort(key=key, reverse=self.sort_reverse)
+        return runs
+
+    def render_table(self) -> None:
+        table = self.query_one(DataTable)
+        now = time.time()
+        wanted = self.visible_runs()
+        order = [r["id"] for r in wanted]
+        current = [str(k.value) for k in table.rows]
+        if current != order:
+            cursor_key = current[table.cursor_row] if current and table.cursor_row < len(current) else None
+            table.clear()
+            for r in wanted:
+                table.add_row(*self._cells(r, now), key=r["id"])
+            if cursor_key in order:
+                table.move_cursor(row=order.index(cursor_key))
+        else:
+            for r in wanted:
+                for key, cell in zip(COLUMN_KEYS, self._cells(r, now)):
+                    table.update_cell(r["id"], key, cell)
+        states: dict[str, int] = {}
+        for r in self.runs.values():
+            states[r["state"]] = states.get(r["state"], 0) + 1
+        counts = "  ".join(f"{n} {s}" for s, n in sorted(states.items()))
+        marked = f"  |  {len(self.marked)} marked" if self.marked else ""
+        empty = "" if self.runs else "No runs yet: press c to compose an experiment, or run `synthgap demo`."
+        self.query_one("#runs-summary", Static).update(
+            empty or f"{len(wanted)} of {len(self.runs)} runs  |  {counts}{marked}")
+
+    def _cells(self, run: dict, now: float) -> list:
+        cells = [fn(run, now) for _, _, fn, _ in COLUMNS]
+        if run["id"] in self.marked:
+            cells[0] = Text("● " + str(cells[0]), style="bold")
+        return cells
+
+    @on(Input.Changed, "#filter")
+    def filter_changed(self, event: Input.Changed) -> None:
+        self.filter = RunFilter.parse(event.value)
+        self.render_table()
+
+    @on(Input.Submitted, "#filter")
+    def filter_submitted(self) -> None:
+        self.query_one(DataTable).focus()
+
+    @on(DataTable.HeaderSelected)
+    def header_selected(self, event: DataTable.HeaderSelected) -> None:
+        index = COLUMN_KEYS.index(str(event.column_key.value))
+        self.sort_reverse = not self.sort_reverse if index == self.sort_index else False
+        self.sort_index = index
+        self.render_table()
+
+    def selected_run_id(self) -> str | None:
+        table = self.query_one(DataTable)
+        if not table.row_count:
+            return None
+        return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+
+    def action_focus_filter(self) -> None:
+        self.query_one("#filter", Input).focus()
+
+    def action_clear_filter(self) -> None:
+        self.query_one("#filter", Input).value = ""
+        self.query_one(DataTable).focus()
+
+    def action_cycle_sort(self) -> None:
+        self.sort_index = (self.sort_index + 1) % len(COLUMNS)
+        self.sort_reverse = False
+        self.notify(f"sorted by {COLUMNS[self.sort_index][1]}", timeout=1.5)
+        self.render_table()
+
+    def action_toggle_mark(self) -> None:
+        run_id = self.selected_run_id()
+        if run_id:
+            self.marked.symmetric_difference_update({run_id})
+            self.render_table()

@@ -1,0 +1,276 @@
+"""The run index: TinyDB over a crash-safe, multi-process JSON file.
+
+Run directories are the source of truth; ``runs.json`` indexes them so that
+listing 10,000 runs does not open 10,000 folders. Every write goes to a temp
+file in the same folder, is fsynced and renamed over the index, under a file
+lock held for the whole read-modify-write, so the TUI, the CLI and the
+supervisor can all write. Readers never lock: a rename is atomic.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import orjson
+from filelock import FileLock, Timeout
+from tinydb import TinyDB
+from tinydb.storages import Storage
+from tinydb.table import Document
+
+from runners import protocol
+from synthgap_tui.workspace import Workspace, is_run_id, new_run_id, run_id_to_doc_id
+
+SCHEMA_VERSION = 1
+TABLE = "runs"
+_META = "meta"
+_HEAD_BYTES = 80  # covers '{"meta":{"schema":1,"token":"…"}' (see write)
+LOCK_TIMEOUT_S = 60
+
+
+class StoreError(Exception):
+    """A problem with the run index that the user can act on."""
+
+
+class StoreCorrupt(StoreError):
+    pass
+
+
+class RunNotFound(StoreError, KeyError):
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.args[0]
+
+
+class AtomicJSONStorage(Storage):
+    """TinyDB storage: atomic replace on write, parse only when the file changed.
+
+    The cache is keyed by the file's identity and a random token written
+    first in the file, so a rewrite by another process is always noticed even
+    when size and mtime happen to match.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._cache: dict | None = None
+        self._key: tuple | None = None
+
+    def _file_key(self, f) -> tuple:
+        st = os.fstat(f.fileno())
+        head = f.read(_HEAD_BYTES)
+        return (st.st_ino, st.st_size, st.st_mtime_ns, head)
+
+    def read(self) -> dict | None:
+        try:
+            f = open(self.path, "rb")
+        except FileNotFoundError:
+            self._cache = self._key = None
+            return None
+        with f:
+            key = self._file_key(f)
+            if key == self._key:
+                return self._cache
+            f.seek(0)
+            raw = f.read()
+        self._cache, self._key = self._parse(raw), key
+        return self._cache
+
+    def _parse(self, raw: bytes) -> dict:
+        hint = f"Run `synthgap db rebuild` to recreate it from {self.path.parent / 'runs'}/."
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as e:
+            raise StoreCorrupt(f"The run index {self.path} is damaged ({e}). {hint}") from None
+        if not isinstance(data, dict) or not isinstance(data.get(TABLE, {}), dict):
+            raise StoreCorrupt(f"The run index {self.path} has an unexpected layout. {hint}")
+        meta = data.pop(_META, {})
+        schema = meta.get("schema") if isinstance(meta, dict) else None
+        if schema != SCHEMA_VERSION:
+            if isinstance(schema, int) and schema > SCHEMA_VERSION:
+                raise StoreError(
+                    f"The run index {self.path} was written by a newer SynthGap "
+                    f"(schema {schema}, this one knows {SCHEMA_VERSION}); upgrade synthgap."
+                )
+            raise StoreCorrupt(f"The run index {self.path} has no valid schema version. {hint}")
+        return data
+
+    def write(self, data: dict) -> None:
+        meta = {"schema": SCHEMA_VERSION, "token": secrets.token_hex(8)}
+        payload = orjson.dumps({_META: meta, **data})
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(payload)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+            _fsync_dir(self.path.parent)
+        except BaseException as e:
+            # TinyDB changed the cached tables in place before calling write:
+            # forget them so the next read shows what is really on disk.
+            self._cache = self._key = None
+            tmp.unlink(missing_ok=True)
+            if isinstance(e, OSError):
+                raise StoreError(f"Could not write the run index {self.path}: {e.strerror or e}. "
+                                 "Nothing was changed.") from None
+            raise
+        with open(self.path, "rb") as f:
+            self._key = self._file_key(f)
+        self._cache = data
+
+    def close(self) -> None:
+        pass
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class RunStore:
+    """Index of runs. Records are plain dicts with at least ``id`` and ``state``."""
+
+    def __init__(self, workspace: Workspace | str | os.PathLike):
+        self.workspace = workspace if isinstance(workspace, Workspace) else Workspace(Path(workspace))
+        self.workspace.ensure()
+        self.path = self.workspace.index_path
+        self._lock = FileLock(str(self.path) + ".lock", timeout=LOCK_TIMEOUT_S)
+        self._storage = AtomicJSONStorage(self.path)
+        self._db = TinyDB(self._storage, storage=_Shared)
+        self._table = self._db.table(TABLE, cache_size=0)
+        self._cleaned = False
+
+    # -- locking -------------------------------------------------------------
+    def locked(self):
+        """Context manager: hold the index lock across several operations."""
+        return _Locked(self)
+
+    def _acquire(self):
+        try:
+            self._lock.acquire()
+        except Timeout:
+            raise StoreError(f"The run index {self.path} stayed locked for {LOCK_TIMEOUT_S}s; "
+                             "is another synthgap process stuck?") from None
+        if not self._cleaned:
+            # Under the lock no write is in flight: temp files are leftovers
+            # of writers that were killed.
+            for tmp in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+                tmp.unlink(missing_ok=True)
+            self._cleaned = True
+
+    # -- API -----------------------------------------------------------------
+    def create(self, record: dict) -> str:
+        return self.create_many([record])[0]
+
+    def create_many(self, records: Iterable[dict]) -> list[str]:
+        with self.locked():
+            existing = self._storage.read() or {}
+            taken = existing.get(TABLE, {})
+            docs, ids = [], []
+            for record in records:
+                run_id = record.get("id")
+                if run_id is None:
+                    run_id = new_run_id()
+                    while str(run_id_to_doc_id(run_id)) in taken or run_id in ids:
+                        run_id = new_run_id()
+                elif not is_run_id(run_id) or str(run_id_to_doc_id(run_id)) in taken:
+                    raise StoreError(f"Run id {run_id!r} is malformed or already in the index.")
+                ids.append(run_id)
+                doc = {"state": protocol.QUEUED, "created": time.time(), **record, "id": run_id}
+                docs.append(Document(doc, doc_id=run_id_to_doc_id(run_id)))
+            self._table.insert_multiple(docs)
+        return ids
+
+    def get(self, run_id: str) -> dict | None:
+        if not is_run_id(run_id):
+            return None
+        doc = self._table.get(doc_id=run_id_to_doc_id(run_id))
+        return dict(doc) if doc is not None else None
+
+    def update(self, run_id: str, **fields: Any) -> None:
+        if not is_run_id(run_id):
+            raise RunNotFound(f"No run {run_id!r} in {self.workspace.root}.")
+        doc_id = run_id_to_doc_id(run_id)
+        with self.locked():
+            if str(doc_id) not in (self._storage.read() or {}).get(TABLE, {}):
+                raise RunNotFound(f"No run {run_id!r} in {self.workspace.root}.")
+            self._table.update(fields, doc_ids=[doc_id])
+
+    def update_many(self, changes: dict[str, dict]) -> None:
+        """Apply ``{run_id: fields}`` in one write (the supervisor's batched fold)."""
+        if not changes:
+            return
+        with self.locked():
+            pairs = [(fields, [run_id_to_doc_id(rid)]) for rid, fields in changes.items()]
+            self._table.update_multiple(pairs)
+
+    def list(self, **filters: Any) -> list[dict]:
+        """Runs sorted by id (creation time). A filter value may be a list: any of."""
+        tests = [(k, set(v) if isinstance(v, (list, tuple, set, frozenset)) else {v})
+                 for k, v in filters.items() if v is not None]
+        data = self._storage.read() or {}
+        out = [dict(d) for d in data.get(TABLE, {}).values()
+               if all(d.get(k) in allowed for k, allowed in tests)]
+        out.sort(key=lambda d: d["id"])
+        return out
+
+    def resolve(self, ref: str) -> str:
+        """A run id, a unique id prefix, or a unique run name -> run id."""
+        runs = self.list()
+        for pick in (lambda r: r["id"] == ref, lambda r: r["id"].startswith(ref),
+                     lambda r: r.get("name") == ref):
+            hits = [r["id"] for r in runs if pick(r)]
+            if len(hits) == 1:
+                return hits[0]
+            if len(hits) > 1:
+                raise StoreError(f"{ref!r} matches {len(hits)} runs ({', '.join(hits[:5])}"
+                                 f"{', …' if len(hits) > 5 else ''}); give more of the id.")
+        raise RunNotFound(f"No run matches {ref!r} in {self.workspace.root} (try `synthgap ls`).")
+
+    # -- rebuild -------------------------------------------------------------
+    def rebuild(self) -> int:
+        """Recreate the index from ``runs/*/`` alone; keeps a damaged index aside."""
+        from synthgap_tui.summaries import record_from_run_dir
+
+        with self.locked():
+            records = []
+            for run_dir in sorted(self.workspace.runs_dir.glob("*/")):
+                record = record_from_run_dir(run_dir)
+                if record is not None:
+                    records.append(record)
+            if self.path.exists():
+                backup = self.path.with_name(f"{self.path.name}.bak-{int(time.time())}")
+                os.replace(self.path, backup)
+            table = {str(run_id_to_doc_id(r["id"])): r for r in records}
+            self._storage.write({TABLE: table})
+        return len(records)
+
+
+class _Shared(Storage):
+    """Lets TinyDB use a storage object that RunStore also reads directly."""
+
+    def __init__(self, inner: AtomicJSONStorage):
+        self.inner = inner
+
+    def read(self):
+        return self.inner.read()
+
+    def write(self, data):
+        self.inner.write(data)
+
+
+class _Locked:
+    def __init__(self, store: RunStore):
+        self.store = store
+
+    def __enter__(self):
+        self.store._acquire()
+        return self.store
+
+    def __exit__(self, *exc):
+        self.store._lock.release()

@@ -1,0 +1,57 @@
+"""Index fields derived from a run's files: events folded into a summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+from runners import protocol
+
+# Spec keys copied into the index so the runs table needs no run directory.
+INDEX_SPEC_KEYS = ("id", "name", "experiment", "kind", "created", "depends_on", "gpus_requested")
+
+
+def fold_events(events: Iterable[dict]) -> dict:
+    """Index fields implied by events, later events winning."""
+    out: dict = {}
+    for ev in events:
+        kind = ev.get("type")
+        if kind == protocol.START:
+            out["started"] = ev.get("t")
+        elif kind == protocol.PROGRESS:
+            total = ev.get("total") or 0
+            if total:
+                out["progress"] = round(min(1.0, (ev.get("done") or 0) / total), 4)
+            out["rate"] = ev.get("rate")
+            out["unit"] = ev.get("unit")
+            out["eta"] = ev.get("eta")
+        elif kind == protocol.EPOCH:
+            out["epoch"] = ev.get("epoch")
+            out["top1"] = ev.get("top1")
+        elif kind in protocol.FINAL_EVENTS:
+            out["final"] = kind
+            out["ended"] = ev.get("t")
+            if kind == protocol.DONE:
+                out["summary"] = ev.get("summary") or {}
+                out["progress"] = 1.0
+            elif kind == protocol.FAILED:
+                out["error"] = ev.get("error")
+    return out
+
+
+def record_from_run_dir(run_dir: Path) -> dict | None:
+    """An index record rebuilt from a run directory, or None if it is not one."""
+    spec = protocol.read_json(run_dir / protocol.SPEC_FILE)
+    if not isinstance(spec, dict) or spec.get("id") != run_dir.name:
+        return None
+    record = {k: spec[k] for k in INDEX_SPEC_KEYS if k in spec}
+    status = protocol.read_json(run_dir / protocol.STATUS_FILE, {}) or {}
+    record["state"] = status.get("state", protocol.QUEUED)
+    for key in ("gpus", "started", "ended", "exit_code", "error", "attempt", "resume"):
+        if key in status:
+            record[key] = status[key]
+    record.update(fold_events(protocol.read_events(run_dir / protocol.EVENTS_FILE)))
+    results = protocol.read_json(run_dir / protocol.RESULTS_FILE)
+    if isinstance(results, dict):
+        record["summary"] = results
+    return record

@@ -1,0 +1,68 @@
+import json
+import subprocess
+
+from conftest import PYTHON, subprocess_env
+from synthgap_tui.cli import main
+from synthgap_tui.doctor import run_checks
+from synthgap_tui.store import RunStore
+from synthgap_tui.workspace import Workspace, resolve_workspace
+
+
+def run_cli(*args, ws=None, env=None):
+    cmd = [PYTHON, "-m", "synthgap_tui.cli"] + (["-w", str(ws)] if ws else []) + list(args)
+    return subprocess.run(cmd, capture_output=True, text=True, env=subprocess_env(**(env or {})))
+
+
+def test_workspace_resolution(tmp_path, monkeypatch):
+    monkeypatch.setenv("SYNTHGAP_HOME", str(tmp_path / "env"))
+    assert resolve_workspace(tmp_path / "arg") == tmp_path / "arg"
+    assert resolve_workspace() == tmp_path / "env"
+    monkeypatch.delenv("SYNTHGAP_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert resolve_workspace() == tmp_path / "home" / ".synthgap"
+
+
+def test_ls_json_filters_and_show(tmp_path, capsys):
+    ws = tmp_path / "ws"
+    store = RunStore(ws)
+    a = store.create({"name": "gen", "kind": "generate", "state": "finished"})
+    store.create({"name": "train", "kind": "train", "state": "queued"})
+    out = run_cli("ls", "--json", "--kind", "generate", ws=ws)
+    assert out.returncode == 0
+    assert [r["id"] for r in json.loads(out.stdout)] == [a]
+    assert json.loads(run_cli("ls", "--json", "--status", "queued", ws=ws).stdout)[0]["name"] == "train"
+    human = run_cli("ls", ws=ws)
+    assert "gen" in human.stdout and "train" in human.stdout
+    shown = json.loads(run_cli("show", "gen", "--json", ws=ws).stdout)
+    assert shown["record"]["id"] == a and shown["paths"]["run_dir"].endswith(a)
+    missing = run_cli("show", "nope", ws=ws)
+    assert missing.returncode == 2 and "No run matches" in missing.stderr
+
+
+def test_ls_empty_workspace_uses_env_home(tmp_path):
+    out = run_cli("ls", "--json", env={"SYNTHGAP_HOME": tmp_path / "h"})
+    assert out.returncode == 0 and json.loads(out.stdout) == []
+    assert (tmp_path / "h" / "runs").is_dir()
+
+
+class BrokenNvml:
+    def nvmlInit(self):
+        raise RuntimeError("Driver Not Loaded")
+
+
+def test_doctor_reports_each_check_without_traceback(tmp_path):
+    checks = list(run_checks(Workspace(tmp_path), monitor=__import__(
+        "synthgap_tui.gpu", fromlist=["NvmlMonitor"]).NvmlMonitor(BrokenNvml())))
+    names = [c.name for c in checks]
+    assert names == ["python", "torch", "torchvision", "diffusers", "transformers", "nvml", "disk", "index"]
+    nvml = checks[names.index("nvml")]
+    assert nvml.level == "WARN" and "Driver Not Loaded" in nvml.message
+    out = run_cli("doctor", ws=tmp_path)
+    assert "Traceback" not in out.stderr + out.stdout
+    assert "torch" in out.stdout and "disk" in out.stdout
+
+
+def test_user_errors_exit_2_without_traceback(tmp_path, capsys):
+    (tmp_path / "runs.json").write_text("{")
+    assert main(["-w", str(tmp_path), "ls"]) == 2
+    assert "db rebuild" in capsys.readouterr().err

@@ -1,0 +1,189 @@
+import json
+import random
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import PYTHON, subprocess_env
+from runners import protocol
+from synthgap_tui.store import RunNotFound, RunStore, StoreCorrupt, StoreError
+from synthgap_tui.workspace import new_run_id
+
+
+def test_create_get_update_list(tmp_path):
+    store = RunStore(tmp_path)
+    a = store.create({"name": "a", "kind": "train"})
+    b = store.create({"name": "b", "kind": "generate"})
+    assert a != b
+    store.update(a, state="running", progress=0.5)
+    assert store.get(a)["state"] == "running" and store.get(a)["progress"] == 0.5
+    assert store.get(b)["state"] == "queued"
+    assert [r["id"] for r in store.list(kind="train")] == [a]
+    assert {r["id"] for r in store.list(state=["queued", "running"])} == {a, b}
+    assert store.get("zzzzzzzzzz") is None and store.get("not-an-id") is None
+    with pytest.raises(RunNotFound):
+        store.update("zzzzzzzzzz", state="x")
+
+
+def test_second_store_sees_writes_of_the_first(tmp_path):
+    one, two = RunStore(tmp_path), RunStore(tmp_path)
+    rid = one.create({"name": "x"})
+    assert two.get(rid)["name"] == "x"
+    two.update(rid, state="finished")
+    assert one.get(rid)["state"] == "finished"
+    one.update(rid, progress=1.0)  # one's cache must not resurrect "queued"
+    assert two.get(rid) == one.get(rid)
+    assert one.get(rid)["state"] == "finished"
+
+
+def test_resolve_by_prefix_and_name(tmp_path):
+    store = RunStore(tmp_path)
+    rid = store.create({"name": "pretrain-real"})
+    assert store.resolve(rid) == rid
+    assert store.resolve("pretrain-real") == rid
+    with pytest.raises(RunNotFound, match="synthgap ls"):
+        store.resolve("nope")
+
+
+def test_explicit_duplicate_id_is_refused(tmp_path):
+    store = RunStore(tmp_path)
+    rid = new_run_id()
+    store.create({"id": rid})
+    with pytest.raises(StoreError, match="already"):
+        store.create({"id": rid})
+
+
+def test_failed_write_changes_nothing(tmp_path, monkeypatch):
+    store = RunStore(tmp_path)
+    rid = store.create({"name": "x"})
+
+    def full_disk(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("synthgap_tui.store.os.fsync", full_disk)
+    with pytest.raises(StoreError, match="No space left"):
+        store.update(rid, state="running")
+    monkeypatch.undo()
+    assert store.get(rid)["state"] == "queued"
+    assert RunStore(tmp_path).get(rid)["state"] == "queued"
+    assert not list(tmp_path.glob(".runs.json.*.tmp"))
+
+
+CHILD = r"""
+import sys
+from synthgap_tui.store import RunStore
+store = RunStore(sys.argv[1])
+rid = sys.argv[2]
+i = int(sys.argv[3])
+while True:
+    i += 1
+    if i % 7 == 0:
+        new = store.create({"name": f"c{i}"})
+        sys.stdout.write(f"c {new}\n"); sys.stdout.flush()
+    else:
+        store.update(rid, counter=i)
+        sys.stdout.write(f"u {i}\n"); sys.stdout.flush()
+"""
+
+
+def test_sigkill_at_random_moments_loses_no_acknowledged_update(tmp_path):
+    rng = random.Random(1234)
+    store = RunStore(tmp_path)
+    rid = store.create({"name": "target", "counter": 0})
+    acked_counter, acked_created = 0, []
+    for _ in range(50):
+        child = subprocess.Popen([PYTHON, "-c", CHILD, str(tmp_path), rid, str(acked_counter)],
+                                 stdout=subprocess.PIPE, env=subprocess_env(), text=True)
+        first = child.stdout.readline()  # the child is inside its update loop
+        time.sleep(rng.uniform(0, 0.06))
+        child.send_signal(signal.SIGKILL)
+        out = first + child.stdout.read()
+        child.wait()
+        for line in out.splitlines(keepends=True):
+            if not line.endswith("\n"):  # killed while acknowledging
+                continue
+            what, value = line.split()
+            if what == "u":
+                acked_counter = max(acked_counter, int(value))
+            else:
+                acked_created.append(value)
+        fresh = RunStore(tmp_path)  # loads without error after every kill
+        assert fresh.get(rid)["counter"] >= acked_counter
+        for created in acked_created:
+            assert fresh.get(created) is not None
+    assert acked_counter > 50 and acked_created
+
+
+CONCURRENT = r"""
+import sys
+from synthgap_tui.store import RunStore
+store = RunStore(sys.argv[1])
+shared, own = sys.argv[2], sys.argv[3]
+for i in range(200):
+    with store.locked():
+        store.update(shared, n=store.get(shared)["n"] + 1)
+    store.update(own, last=i)
+"""
+
+
+def test_three_processes_200_updates_each_all_land(tmp_path):
+    store = RunStore(tmp_path)
+    shared = store.create({"name": "shared", "n": 0})
+    own = [store.create({"name": f"p{k}", "last": -1}) for k in range(3)]
+    procs = [subprocess.Popen([PYTHON, "-c", CONCURRENT, str(tmp_path), shared, o],
+                              env=subprocess_env()) for o in own]
+    assert all(p.wait(timeout=300) == 0 for p in procs)
+    assert store.get(shared)["n"] == 600
+    assert all(store.get(o)["last"] == 199 for o in own)
+
+
+def _make_run_dir(ws, name, state):
+    rid = new_run_id()
+    d = ws / "runs" / rid
+    d.mkdir(parents=True)
+    protocol.write_json_atomic(d / "spec.json", {"id": rid, "name": name, "kind": "train",
+                                                 "experiment": "exp", "created": time.time()})
+    protocol.write_json_atomic(d / "status.json", {"state": state})
+    with protocol.EventWriter(d / "events.jsonl") as w:
+        w.emit("epoch", epoch=0, top1=50.0)
+    return rid
+
+
+@pytest.mark.parametrize("damage", [b"", b'{"meta": {"schema": 1}, "runs": {"1": ', b"\x00garbage"])
+def test_corrupt_index_points_at_rebuild_and_rebuild_restores(tmp_path, damage):
+    ws = tmp_path / "ws"
+    store = RunStore(ws)
+    ids = []
+    for i, state in enumerate(["finished", "failed", "queued"]):
+        rid = _make_run_dir(ws, f"run{i}", state)
+        store.create({"id": rid, "name": f"run{i}", "state": state})
+        ids.append(rid)
+    (ws / "runs.json").write_bytes(damage)
+
+    with pytest.raises(StoreCorrupt, match="synthgap db rebuild"):
+        RunStore(ws).list()
+    cli = subprocess.run([PYTHON, "-m", "synthgap_tui.cli", "-w", str(ws), "ls"],
+                         capture_output=True, text=True, env=subprocess_env())
+    assert cli.returncode == 2
+    assert "synthgap db rebuild" in cli.stderr and "Traceback" not in cli.stderr
+
+    cli = subprocess.run([PYTHON, "-m", "synthgap_tui.cli", "-w", str(ws), "db", "rebuild"],
+                         capture_output=True, text=True, env=subprocess_env())
+    assert cli.returncode == 0, cli.stderr
+    runs = {r["id"]: r for r in RunStore(ws).list()}
+    assert sorted(runs) == sorted(ids)
+    assert [runs[i]["state"] for i in ids] == ["finished", "failed", "queued"]
+    assert runs[ids[0]]["top1"] == 50.0 and runs[ids[0]]["name"] == "run0"
+    assert list(ws.glob("runs.json.bak-*"))  # the damaged index is kept, not deleted
+
+
+def test_newer_schema_is_refused_clearly(tmp_path):
+    store = RunStore(tmp_path)
+    store.create({"name": "x"})
+    data = json.loads((tmp_path / "runs.json").read_text())
+    data["meta"]["schema"] = 99
+    (tmp_path / "runs.json").write_text(json.dumps(data))
+    with pytest.raises(StoreError, match="newer SynthGap"):
+        RunStore(tmp_path).list()
