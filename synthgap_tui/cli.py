@@ -42,6 +42,7 @@ def cmd_ls(args) -> int:
     if args.json:
         _print_json(runs)
         return 0
+    from rich.markup import escape
     from rich.table import Table
 
     from synthgap_tui import formatting as fm
@@ -51,7 +52,7 @@ def cmd_ls(args) -> int:
                 "started", "duration"):
         table.add_column(col, justify="right" if col in ("progress", "top-1") else "left")
     for r in runs:
-        table.add_row(r["id"], r.get("name", "-"), r.get("experiment", "-"), r.get("kind", "-"),
+        table.add_row(r["id"], escape(r.get("name", "-")), escape(r.get("experiment", "-")), r.get("kind", "-"),
                       _state_markup(r["state"]), fm.fmt_progress(r), fm.fmt_top1(r), fm.fmt_gpus(r),
                       fm.fmt_time(r.get("started")), fm.fmt_duration(fm.run_duration(r)))
     console = _console()
@@ -87,15 +88,16 @@ def cmd_show(args) -> int:
     if args.json:
         _print_json(info)
         return 0
+    from rich.markup import escape
     from rich.pretty import Pretty
     from rich.rule import Rule
 
     console = _console()
-    console.print(Rule(f"{record.get('name', run_id)}  [dim]{run_id}[/]"))
+    console.print(Rule(f"{escape(record.get('name', run_id))}  [dim]{run_id}[/]"))
     console.print(f"state {_state_markup(record['state'])}  kind {record.get('kind')}  "
-                  f"experiment {record.get('experiment', '-')}")
+                  f"experiment {escape(record.get('experiment', '-'))}")
     if record.get("error"):
-        console.print(f"[red]error:[/] {record['error']}")
+        console.print(f"[red]error:[/] {escape(record['error'])}")
     for title in ("spec", "status", "results", "paths"):
         if info[title]:
             console.print(Rule(title, style="dim"))
@@ -122,6 +124,149 @@ def cmd_doctor(args) -> int:
         console.print(f"[{style}]{check.level:<4}[/] {check.name:<12} {check.message}")
         failures += check.level == "FAIL"
     return 1 if failures else 0
+
+
+# -- submit and the run lifecycle ----------------------------------------------
+def cmd_submit(args) -> int:
+    from synthgap_tui import runs as lifecycle
+    from synthgap_tui.specs import SpecError, load_spec
+    from synthgap_tui.supervisor import ensure_supervisor
+
+    store = _store(args)
+    try:
+        exp = load_spec(args.spec)
+        if args.dry_run:
+            specs, missing = lifecycle.plan(exp, store.workspace)
+            _print_plan(exp, specs, missing, as_json=args.json)
+            return 0
+        ids = lifecycle.submit(exp, store, spec_text=Path(args.spec).read_text())
+    except SpecError as e:
+        raise UserError(f"the spec has {len(e.problems)} problem(s):\n  " + "\n  ".join(e.problems))
+    started = ensure_supervisor(store.workspace)
+    if args.json:
+        _print_json({"experiment": exp.name, "runs": ids})
+    else:
+        from rich.markup import escape
+
+        _console().print(f"Queued {len(ids)} run(s) of [bold]{escape(exp.name)}[/]"
+                         + ("; supervisor started." if started else "; the supervisor picks them up."))
+    return 0
+
+
+def _print_plan(exp, specs: dict, warnings: list[str], as_json: bool) -> None:
+    rows = [{"name": s["name"], "kind": s["kind"], "depends_on": [r.name for r in exp.runs
+             if r.name in exp.run(s["name"]).deps], "sweep": s["sweep"]} for s in specs.values()]
+    if as_json:
+        _print_json({"experiment": exp.name, "runs": rows, "warnings": warnings})
+        return
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=f"{escape(exp.name)}: {len(rows)} run(s) (dry run, nothing queued)", box=None,
+                  title_justify="left")
+    for col in ("#", "name", "kind", "after"):
+        table.add_column(col)
+    for i, r in enumerate(rows, 1):
+        table.add_row(str(i), escape(r["name"]), r["kind"], escape(", ".join(r["depends_on"]) or "-"))
+    console = _console()
+    console.print(table)
+    for w in warnings:
+        console.print(f"[yellow]warning:[/] {escape(w)}")
+    if warnings:
+        console.print("[dim]A real submit refuses missing inputs; point \\[datasets] at your folders.[/]")
+
+
+def cmd_presets(args) -> int:
+    from synthgap_tui.presets import list_presets, preset_path
+
+    if not args.name:
+        presets = list_presets()
+        if args.json:
+            _print_json([{"name": p.name, "title": p.title, "path": str(p.path)} for p in presets])
+        else:
+            console = _console()
+            for p in presets:
+                console.print(f"[bold]{p.name:<26}[/] {p.title}")
+            console.print("[dim]`synthgap presets NAME --out my.toml` copies one to edit.[/]")
+        return 0
+    text = preset_path(args.name).read_text()
+    if args.out:
+        out = Path(args.out)
+        if out.exists() and not args.force:
+            raise UserError(f"{out} exists; pass --force to overwrite it")
+        out.write_text(text)
+        _console().print(f"Wrote {out}; edit its [datasets] paths, then `synthgap submit {out}`.")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_cancel(args) -> int:
+    from synthgap_tui import runs as lifecycle
+
+    store = _store(args)
+    for ref in args.runs:
+        run_id = store.resolve(ref)
+        _console().print(f"{run_id}: {lifecycle.cancel(store, run_id)}")
+    return 0
+
+
+def _requeue(args, resume: bool) -> int:
+    from synthgap_tui import runs as lifecycle
+    from synthgap_tui.supervisor import ensure_supervisor
+
+    store = _store(args)
+    for ref in args.runs:
+        run_id = store.resolve(ref)
+        attempt = lifecycle.requeue(store, run_id, resume=resume)
+        _console().print(f"{run_id}: queued again (attempt {attempt}"
+                         + (", from its last checkpoint)" if resume else ", from scratch)"))
+    ensure_supervisor(store.workspace)
+    return 0
+
+
+def cmd_resume(args) -> int:
+    return _requeue(args, resume=True)
+
+
+def cmd_retry(args) -> int:
+    return _requeue(args, resume=False)
+
+
+def cmd_logs(args) -> int:
+    import time
+
+    store = _store(args)
+    run_id = store.resolve(args.run)
+    path = store.workspace.run_file(run_id, protocol.EVENTS_FILE if args.events else protocol.STDOUT_FILE)
+    offset = 0
+    out = sys.stdout.buffer
+    while True:
+        try:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            chunk = b""
+        if chunk:
+            out.write(chunk)
+            out.flush()
+            offset += len(chunk)
+        if not args.follow or store.get(run_id)["state"] in protocol.ENDED_STATES and not chunk:
+            return 0
+        time.sleep(0.5)
+
+
+def cmd_supervisor(args) -> int:
+    from synthgap_tui.supervisor import ensure_supervisor, is_running
+
+    ws = Workspace.at(args.workspace)
+    if args.action == "start":
+        started = ensure_supervisor(ws)
+        _console().print("supervisor started" if started else "supervisor already running")
+    else:
+        _console().print("running" if is_running(ws) else "not running (it starts with the next submit)")
+    return 0
 
 
 # -- TUI ----------------------------------------------------------------------
@@ -161,6 +306,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("doctor", help="check Python, torch/CUDA, diffusers, NVML and disk")
     p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("submit", help="queue the runs of an experiment spec (TOML)")
+    p.add_argument("spec", help="the experiment spec, e.g. one from `synthgap presets`")
+    p.add_argument("--dry-run", action="store_true", help="expand and validate only; queue nothing")
+    p.add_argument("--json", action="store_true", help="print JSON only")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("presets", help="the papers' experiments as specs to copy and edit")
+    p.add_argument("name", nargs="?", help="print (or --out) this preset")
+    p.add_argument("--out", metavar="FILE", help="write the preset to FILE")
+    p.add_argument("--force", action="store_true", help="overwrite FILE")
+    p.add_argument("--json", action="store_true", help="print JSON only")
+    p.set_defaults(func=cmd_presets)
+
+    p = sub.add_parser("cancel", help="cancel runs (SIGTERM, then SIGKILL after a grace period)")
+    p.add_argument("runs", nargs="+", metavar="RUN")
+    p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser("resume", help="continue ended runs from their last checkpoint")
+    p.add_argument("runs", nargs="+", metavar="RUN")
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("retry", help="run ended runs again from scratch (old files kept in attempts/)")
+    p.add_argument("runs", nargs="+", metavar="RUN")
+    p.set_defaults(func=cmd_retry)
+
+    p = sub.add_parser("logs", help="print a run's output")
+    p.add_argument("run")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing until the run ends")
+    p.add_argument("--events", action="store_true", help="print events.jsonl instead of stdout.log")
+    p.set_defaults(func=cmd_logs)
+
+    p = sub.add_parser("supervisor", help="the background process that runs the queue")
+    p.add_argument("action", choices=("status", "start"), nargs="?", default="status")
+    p.set_defaults(func=cmd_supervisor)
 
     p = sub.add_parser("tui", help="open the app (the default)")
     p.set_defaults(func=cmd_tui)

@@ -206,8 +206,13 @@ class RunStore:
         if not changes:
             return
         with self.locked():
-            pairs = [(fields, [run_id_to_doc_id(rid)]) for rid, fields in changes.items()]
-            self._table.update_multiple(pairs)
+            data = self._storage.read() or {}
+            table = data.get(TABLE, {})
+            for run_id, fields in changes.items():
+                doc = table.get(str(run_id_to_doc_id(run_id)))
+                if doc is not None:  # a run removed meanwhile is skipped
+                    doc.update(fields)
+            self._storage.write(data)
 
     def list(self, **filters: Any) -> list[dict]:
         """Runs sorted by id (creation time). A filter value may be a list: any of."""

@@ -11,12 +11,16 @@ from runners import protocol
 INDEX_SPEC_KEYS = ("id", "name", "experiment", "kind", "created", "depends_on", "gpus_requested")
 
 
-def fold_events(events: Iterable[dict]) -> dict:
-    """Index fields implied by events, later events winning."""
-    out: dict = {}
+def fold_events(events: Iterable[dict], out: dict | None = None) -> dict:
+    """Index fields implied by events, later events winning; folds into ``out``."""
+    out = {} if out is None else out
     for ev in events:
         kind = ev.get("type")
         if kind == protocol.START:
+            # A resumed attempt appends to the same file: an earlier attempt's
+            # ending no longer holds.
+            for key in ("final", "ended", "error"):
+                out.pop(key, None)
             out["started"] = ev.get("t")
         elif kind == protocol.PROGRESS:
             total = ev.get("total") or 0

@@ -1,0 +1,293 @@
+"""The supervisor: one detached process per workspace that keeps the queue moving.
+
+It launches queued runs whose dependencies finished onto free GPUs (or CPU
+slots), follows their events into the index, reaps them, marks vanished ones
+``lost``, and exits when nothing runs and nothing can start. A lock file
+makes it unique; a restarted supervisor adopts runs that are still alive.
+Runners are started in their own session with output to files, so closing
+the app or losing SSH stops neither them nor the supervisor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+from filelock import FileLock, Timeout
+
+from runners import protocol
+from synthgap_tui.runs import process_alive, set_state, signal_group
+from synthgap_tui.store import RunStore
+from synthgap_tui.summaries import fold_events
+from synthgap_tui.workspace import Workspace
+
+RUNNER_MODULES = {"train": "runners.train", "generate": "runners.generate",
+                  "train-generator": "runners.train_generator"}
+
+
+@dataclass
+class Config:
+    """``config.toml`` of a workspace, section ``[supervisor]``."""
+
+    gpus: list[int] | None = None  # GPU indices to use; None = every GPU NVML reports
+    cpu_slots: int = 1  # concurrent CPU runs when a run gets no GPU
+    grace_seconds: float = 30.0  # SIGTERM -> SIGKILL on cancel
+    poll_seconds: float = 0.5
+    runners: dict[str, list[str]] = field(default_factory=dict)  # kind -> command prefix
+
+    @classmethod
+    def load(cls, ws: Workspace) -> "Config":
+        try:
+            data = tomllib.loads(ws.config_path.read_text())
+        except FileNotFoundError:
+            return cls()
+        except (tomllib.TOMLDecodeError, OSError) as e:
+            raise SystemExit(f"synthgap: {ws.config_path}: {e}")
+        sup = data.get("supervisor", {})
+        known = {k: sup[k] for k in ("gpus", "cpu_slots", "grace_seconds", "poll_seconds") if k in sup}
+        return cls(**known, runners=data.get("runners", {}))
+
+    def command(self, kind: str) -> list[str]:
+        return list(self.runners.get(kind) or [sys.executable, "-m", RUNNER_MODULES[kind]])
+
+
+def detect_gpus(config: Config) -> list[int]:
+    if config.gpus is not None:
+        return list(config.gpus)
+    from synthgap_tui.gpu import NvmlMonitor
+
+    monitor = NvmlMonitor()
+    report = monitor.snapshot()
+    monitor.close()
+    return [g.index for g in report.gpus]
+
+
+class Supervisor:
+    def __init__(self, ws: Workspace, config: Config | None = None):
+        self.ws = ws
+        self.store = RunStore(ws)
+        self.config = config or Config.load(ws)
+        self.gpus = detect_gpus(self.config)
+        self.children: dict[str, subprocess.Popen] = {}
+        self.readers: dict[str, protocol.EventReader] = {}
+        self.folded: dict[str, dict] = {}
+        self.stopping = False
+
+    # -- one pass -------------------------------------------------------------
+    def tick(self) -> bool:
+        """Advance everything once. Returns False when there is nothing left to do."""
+        runs = {r["id"]: r for r in self.store.list()}
+        active = [r for r in runs.values() if r["state"] in protocol.ACTIVE_STATES]
+        changes: dict[str, dict] = {}
+        for run in active:
+            self._follow(run, changes)
+        self.store.update_many(changes)
+        runs = {r["id"]: r for r in self.store.list()}
+        self._launch_ready(runs)
+        active = [r for r in self.store.list() if r["state"] in protocol.ACTIVE_STATES]
+        return bool(active) or bool(self._ready(self.store.list()))
+
+    def _follow(self, run: dict, changes: dict) -> None:
+        run_id = run["id"]
+        reader = self.readers.setdefault(run_id, protocol.EventReader(self.ws.events_path(run_id)))
+        events = reader.read_new()
+        if events:
+            fold = fold_events(events, self.folded.setdefault(run_id, {}))
+            patch = {k: v for k, v in fold.items() if k != "final" and run.get(k) != v}
+            if run["state"] == protocol.STARTING and any(e["type"] == protocol.START for e in events):
+                patch["state"] = protocol.RUNNING
+            if patch:
+                changes[run_id] = patch
+        self._escalate_cancel(run)
+        ended, exit_code = self._process_ended(run)
+        if ended:
+            self._settle(run, exit_code)
+            changes.pop(run_id, None)
+
+    def _process_ended(self, run: dict) -> tuple[bool, int | None]:
+        child = self.children.get(run["id"])
+        if child is not None:
+            code = child.poll()
+            return code is not None, code
+        status = protocol.read_json(self.ws.run_file(run["id"], protocol.STATUS_FILE), {}) or {}
+        return not process_alive(status), None
+
+    def _settle(self, run: dict, exit_code: int | None) -> None:
+        run_id = run["id"]
+        # _follow read the file up to a moment ago; take what came since.
+        fold = fold_events(self.readers[run_id].read_new(), self.folded.pop(run_id, {}))
+        final = fold.pop("final", None)
+        if final:
+            state = protocol.STATE_OF_FINAL_EVENT[final]
+            if state == protocol.FINISHED and exit_code not in (0, None):
+                state, fold["error"] = protocol.FAILED_STATE, f"runner exited with code {exit_code}"
+        elif run.get("cancel_requested"):
+            state = protocol.CANCELLED_STATE
+        else:
+            state = protocol.LOST
+            fold["error"] = ("runner process exited with code %s without a final event" % exit_code
+                             if exit_code is not None else "runner process vanished without a final event")
+        fold.setdefault("ended", time.time())
+        set_state(self.store, run_id, state, exit_code=exit_code, **fold)
+        self.children.pop(run_id, None)
+        self.readers.pop(run_id, None)
+        self._log(f"{run_id} {run.get('name')} -> {state}")
+
+    def _escalate_cancel(self, run: dict) -> None:
+        asked = run.get("cancel_requested")
+        if not asked:
+            return
+        if time.time() - asked > self.config.grace_seconds:
+            status = protocol.read_json(self.ws.run_file(run["id"], protocol.STATUS_FILE), {}) or {}
+            if signal_group(status, signal.SIGKILL):
+                self._log(f"{run['id']} did not stop within {self.config.grace_seconds:.0f}s: SIGKILL")
+
+    # -- launching ------------------------------------------------------------
+    def _ready(self, runs) -> list[dict]:
+        by_id = {r["id"]: r for r in runs}
+        ready = []
+        for r in runs:
+            if r["state"] != protocol.QUEUED:
+                continue
+            deps = [by_id.get(d) for d in r.get("depends_on") or []]
+            if all(d is not None and d["state"] == protocol.FINISHED for d in deps):
+                ready.append(r)
+        return ready
+
+    def _free_devices(self, runs: dict) -> tuple[list[int], int]:
+        busy, cpu_busy = set(), 0
+        for r in runs.values():
+            if r["state"] in protocol.ACTIVE_STATES:
+                if r.get("gpus"):
+                    busy.update(r["gpus"])
+                else:
+                    cpu_busy += 1
+        return [g for g in self.gpus if g not in busy], self.config.cpu_slots - cpu_busy
+
+    def _launch_ready(self, runs: dict) -> None:
+        for run in self._ready(list(runs.values())):
+            free_gpus, free_cpu = self._free_devices(runs)
+            want = run.get("gpus_requested", 1)
+            if self.gpus and want > 0:
+                if len(free_gpus) < want:
+                    if want > len(self.gpus):
+                        set_state(self.store, run["id"], protocol.FAILED_STATE, ended=time.time(),
+                                  error=f"asks for {want} GPUs; this machine has {len(self.gpus)}")
+                    continue
+                devices = free_gpus[:want]
+            else:
+                if free_cpu <= 0:
+                    continue
+                devices = []
+            if self.stopping:
+                return
+            self._launch(run, devices)
+            runs[run["id"]] = {**run, "state": protocol.STARTING, "gpus": devices}
+
+    def _launch(self, run: dict, devices: list[int]) -> None:
+        run_id = run["id"]
+        run_dir = self.ws.run_dir(run_id)
+        status = protocol.read_json(run_dir / protocol.STATUS_FILE, {}) or {}
+        cmd = self.config.command(run["kind"])
+        nproc = max(1, run.get("gpus_requested", 1))
+        if nproc > 1 and cmd[:2] == [sys.executable, "-m"]:
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                   f"--nproc_per_node={nproc}", "-m", cmd[2]]
+        cmd += ["--run-dir", str(run_dir)] + (["--resume"] if status.get("resume") else [])
+        env = {**os.environ, "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+               "CUDA_VISIBLE_DEVICES": ",".join(map(str, devices)), "PYTHONUNBUFFERED": "1"}
+        with open(run_dir / protocol.STDOUT_FILE, "ab") as out:
+            child = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     cwd=run_dir, env=env, start_new_session=True, close_fds=True)
+        self.children[run_id] = child
+        try:
+            created = psutil.Process(child.pid).create_time()
+        except psutil.NoSuchProcess:  # already gone: poll() will settle it
+            created = None
+        now = time.time()
+        set_state(self.store, run_id, protocol.STARTING, pid=child.pid, pgid=child.pid,
+                  create_time=created, host=socket.gethostname(), gpus=devices, started=now,
+                  cmd=cmd, attempt=status.get("attempt", 1))
+        self._log(f"{run_id} {run.get('name')} launched on {devices or 'cpu'}: pid {child.pid}")
+
+    # -- main loop ------------------------------------------------------------
+    def serve(self) -> int:
+        lock = FileLock(str(self.ws.supervisor_lock))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            return 0  # another supervisor owns this workspace
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        self._log(f"supervisor {os.getpid()} up; gpus {self.gpus or 'none (cpu)'}")
+        try:
+            while not self.stopping:
+                try:
+                    busy = self.tick()
+                except Exception:  # a bad run must not stop the queue for everyone
+                    self._log("error in supervisor pass:\n" + traceback.format_exc())
+                    busy = True
+                if not busy:
+                    # Re-check under the index lock and let go of the supervisor
+                    # lock while holding it: a submit that lands after this
+                    # check finds the lock free and starts a new supervisor.
+                    with self.store.locked():
+                        if not self.tick():
+                            lock.release()
+                            self._log("queue empty; supervisor exits")
+                            return 0
+                time.sleep(self.config.poll_seconds)
+        finally:
+            if lock.is_locked:
+                lock.release()
+        self._log("supervisor stopped by SIGTERM; runs keep going")
+        return 0
+
+    def _stop(self, *_):
+        self.stopping = True
+
+    def _log(self, msg: str) -> None:
+        print(time.strftime("%Y-%m-%d %H:%M:%S"), msg, flush=True)
+
+
+def is_running(ws: Workspace) -> bool:
+    lock = FileLock(str(ws.supervisor_lock))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    lock.release()
+    return False
+
+
+def ensure_supervisor(ws: Workspace) -> bool:
+    """Start a detached supervisor unless one runs. Returns True if one was started."""
+    if is_running(ws):
+        return False
+    ws.ensure()
+    with open(ws.supervisor_log, "ab") as log:
+        subprocess.Popen([sys.executable, "-m", "synthgap_tui.supervisor", "--workspace", str(ws.root)],
+                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                         start_new_session=True, close_fds=True)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="SynthGap supervisor (started by submit and the app)")
+    parser.add_argument("--workspace", required=True)
+    args = parser.parse_args(argv)
+    return Supervisor(Workspace.at(args.workspace)).serve()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+import pytest
+
+from synthgap_tui.specs import SpecError, parse_spec
+
+HEAD = '[experiment]\nname = "e"\n[datasets]\nreal = { path = "/data/real" }\nsynth = "/data/synth"\n'
+OK_TRAIN = '[runs.base]\nkind = "train"\ntrain = "real"\neval = "real"\n'
+
+
+def expand(body: str, head: str = HEAD):
+    return parse_spec(head + body, source="spec.toml")
+
+
+MALFORMED = [
+    # (spec body, text the message must contain)
+    ("[runs.a]\nkind = 'train'\ntrain = 'real'\neval = 'real'\nepochs = 'ten'",
+     "spec.toml: [runs.a] field 'epochs': must be an integer, not str 'ten'"),
+    ("[runs.a]\nkind = 'train'\ntrain = 'real'\neval = 'real'\nepoch = 10",
+     "[runs.a] field 'epoch': is not a field of a train run (did you mean 'epochs'?)"),
+    ("[runs.a]\nkind = 'trian'", "[runs.a] field 'kind': is 'trian'; allowed: 'train', 'generate'"),
+    ("[runs.a]\ntrain = 'real'", "[runs.a] field 'kind': is missing"),
+    (OK_TRAIN + "[runs.f]\nkind = 'train'\ninit_from = 'base'\ntrain = 'real'\neval = 'real'\nfreeze_layers = 18",
+     "[runs.f] field 'freeze_layers': is 18; a resnet50 has 18 layers, so 0..17"),
+    (OK_TRAIN + "[runs.f]\nkind = 'train'\narch = 'resnet18'\ninit_from = 'base'\ntrain = 'real'\n"
+     "eval = 'real'\nfreeze_layers = 10", "a resnet18 has 10 layers, so 0..9"),
+    ("[runs.f]\nkind = 'train'\ntrain = 'real'\neval = 'real'\nfreeze_layers = 3",
+     "[runs.f] field 'freeze_layers': needs init_from"),
+    ("[runs.f]\nkind = 'train'\ninit_from = 'nope'\ntrain = 'real'\neval = 'real'",
+     "[runs.f] field 'init_from': names 'nope', which is neither a dataset nor a run of this spec"),
+    ("[runs.a]\nkind = 'train'\ntrain = 'imagenet'\neval = 'real'",
+     "[runs.a] field 'train': names 'imagenet', which is neither a dataset nor a run"),
+    ("[runs.a]\nkind = 'train'\ntrain = 'real'\neval = 'real'\nfraction = 1.5",
+     "[runs.a] field 'fraction': is 1.5; must be > 0 and <= 1"),
+    ("[runs.a]\nkind = 'train'\ntrain = 'real'\neval = 'real'\nfraction = 0",
+     "field 'fraction': is 0.0; must be > 0"),
+    ("[runs.a]\nkind = 'train'\ntrain = 'real'", "[runs.a]: needs eval"),
+    ("[runs.a]\nkind = 'train'\ntrain = 'real'\nmix = [{data = 'synth'}]\neval = 'real'",
+     "needs exactly one of train, mix or stages (has train, mix)"),
+    ("[runs.a]\nkind = 'train'\ntrain = 'b'\neval = 'real'\n[runs.b]\nkind = 'train'\ntrain = 'a'\neval = 'real'",
+     "dependency cycle: a -> b -> a"),
+    ("[runs.a]\nkind = 'train'\ntrain = 'real'\neval = 'real'\n[runs.a.sweep]\nfreeze_layers = []",
+     "[runs.a].sweep field 'freeze_layers': must be a non-empty list"),
+    ("[runs.a]\nkind = 'train'\ntrain = 'real'\neval = 'real'\naugment = 'randaugment'",
+     "field 'augment': is 'randaugment'; allowed: 'none', 'pytorch-example'"),
+    ("[runs.g]\nkind = 'generate'\nguidance_scale = -1.0", "[runs.g] field 'guidance_scale': is -1.0; must be >= 0"),
+    ("[runs.g]\nkind = 'generate'\nshard = '2/2'", "[runs.g] field 'shard': must look like 'i/n'"),
+    ("[runs.a]\nkind = 'train'\ntrain = 'real'\neval = 'real'\ndepends_on = ['ghost']",
+     "[runs.a] field 'depends_on': names 'ghost', which is not a run of this spec"),
+    ("[runs.a]\nkind = 'train'\ntrain = 'real'\neval = 'real'\nsmall_input = 1",
+     "field 'small_input': must be true or false, not int 1"),
+    ("[runs.a]\nkind = 'train'\ntrain = 'real'\neval = 'real'\namp = 'yes'\n[runs.'bad name']\nkind = 'train'",
+     "[runs.bad name]: run names use letters, digits"),
+    ("[runs.a]\nkind = 'train'\ntrain = 'real'\neval = 'real'\naugment = 'pixmix'",
+     "'pixmix' needs pixmix_dir"),
+    ("", "[runs]: needs at least one [runs.NAME] table"),
+    ("[runs.a\nkind = 'train'", "spec.toml: not valid TOML"),
+]
+
+
+@pytest.mark.parametrize("body, expected", MALFORMED, ids=[m[1][:40] for m in MALFORMED])
+def test_malformed_spec_gives_clear_message(body, expected):
+    with pytest.raises(SpecError) as err:
+        expand(body)
+    assert expected in str(err.value)
+
+
+def test_missing_experiment_name_and_unknown_tables():
+    with pytest.raises(SpecError) as err:
+        parse_spec("[experimnt]\nname='x'\n" + OK_TRAIN, source="s.toml")
+    assert "unknown table(s) ['experimnt']" in str(err.value)
+    assert "[experiment]: needs name" in str(err.value)
+
+
+def test_sweep_expands_and_dependencies_order_runs():
+    exp = expand(
+        "[runs.pre]\nkind = 'train'\ntrain = 'real'\neval = 'real'\n"
+        "[runs.freeze]\nkind = 'train'\ninit_from = 'pre'\ntrain = 'synth'\neval = 'real'\n"
+        "[runs.freeze.sweep]\nfreeze_layers = [1, 2, 17]\nseed = [0, 1]\n"
+        "[runs.gen]\nkind = 'generate'\nguidance_scale = 2\n"
+        "[runs.syn]\nkind = 'train'\ntrain = 'gen'\neval = 'real'\n")
+    names = [r.name for r in exp.runs]
+    assert len(names) == 1 + 6 + 2
+    assert "freeze[freeze_layers=17,seed=1]" in names
+    assert names.index("pre") < names.index("freeze[freeze_layers=1,seed=0]")
+    assert names.index("gen") < names.index("syn")
+    run = exp.run("freeze[freeze_layers=2,seed=1]")
+    assert run.params["freeze_layers"] == 2 and run.deps == ["pre"]
+    assert run.refs["train"] == ("dataset", "synth") and run.refs["init_from"] == ("run", "pre")
+    assert exp.run("gen").params["guidance_scale"] == 2
+
+
+def test_swept_dependency_matches_by_shared_sweep_values():
+    exp = expand(
+        "[runs.pre]\nkind = 'train'\ntrain = 'synth'\neval = 'real'\n[runs.pre.sweep]\nseed = [0, 1]\n"
+        "[runs.ft]\nkind = 'train'\ninit_from = 'pre'\nfreeze_layers = 16\ntrain = 'real'\neval = 'real'\n"
+        "[runs.ft.sweep]\nseed = [0, 1]\n")
+    assert exp.run("ft[seed=1]").deps == ["pre[seed=1]"]
+    with pytest.raises(SpecError, match="a sweep of 2 runs"):
+        expand("[runs.pre]\nkind = 'train'\ntrain = 'synth'\neval = 'real'\n[runs.pre.sweep]\nseed = [0, 1]\n"
+               "[runs.ft]\nkind = 'train'\ninit_from = 'pre'\ntrain = 'real'\neval = 'real'\n")
+
+
+def test_defaults_apply_where_the_field_exists():
+    exp = expand("[defaults]\nepochs = 7\nsteps = 20\n" + OK_TRAIN + "[runs.g]\nkind = 'generate'\n")
+    assert exp.run("base").params["epochs"] == 7 and "steps" not in exp.run("base").params
+    assert exp.run("g").params["steps"] == 20
+    with pytest.raises(SpecError, match=r"\[defaults\] field 'epoks'"):
+        expand("[defaults]\nepoks = 7\n" + OK_TRAIN)
+
+
+def test_every_preset_expands_and_dry_run_warns_about_placeholder_folders(tmp_path):
+    from synthgap_tui import runs
+    from synthgap_tui.presets import list_presets
+    from synthgap_tui.specs import load_spec
+    from synthgap_tui.store import RunStore
+    from synthgap_tui.workspace import Workspace
+
+    presets = {p.name: p for p in list_presets()}
+    assert {"mtg-baselines", "mtg-freeze-real-to-synth", "mtg-freeze-synth-to-real", "mtg-data-reduction",
+            "mtg-normalization", "mtg-augmentation", "bridged-transfer", "generation"} <= set(presets)
+    ws = Workspace(tmp_path)
+    for preset in presets.values():
+        exp = load_spec(preset.path)
+        specs, missing = runs.plan(exp, ws)
+        assert missing, preset.name  # placeholders like /data/imagenet100 are reported
+        with pytest.raises(SpecError, match="does not exist"):
+            runs.submit(exp, RunStore(ws))
+    assert RunStore(ws).list() == []  # a refused submit records nothing
+    freeze = load_spec(presets["mtg-freeze-real-to-synth"].path)
+    assert sorted(r.params["freeze_layers"] for r in freeze.runs if r.base == "freeze") == list(range(1, 18))
+    reduction = load_spec(presets["mtg-data-reduction"].path)
+    assert {r.params.get("fraction") for r in reduction.runs if r.base == "reduced"} == \
+        {1.0, 0.5, 0.25, 0.125, 0.0625}

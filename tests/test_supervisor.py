@@ -1,0 +1,175 @@
+import os
+import signal
+import subprocess
+import time
+
+import psutil
+
+from conftest import PYTHON, subprocess_env
+from supervised import fake_log, make_workspace, spec_text, states, wait_for, env_for
+from runners import protocol
+from synthgap_tui.store import RunStore
+from synthgap_tui.supervisor import is_running
+
+CHAIN = """
+[runs.gen]
+kind = "generate"
+images_per_class = 3
+
+[runs.pretrain]
+kind = "train"
+train = "gen"
+eval = "real"
+epochs = 4
+
+[runs.freeze]
+kind = "train"
+init_from = "pretrain"
+freeze_layers = 16
+train = "real"
+eval = "real"
+epochs = 3
+"""
+
+TRAIN = """
+[runs.t]
+kind = "train"
+train = "real"
+eval = "real"
+epochs = {epochs}
+[runs.t.sweep]
+seed = {seeds}
+"""
+
+
+def cli(ws, *args, env=None, **kw):
+    return subprocess.run([PYTHON, "-m", "synthgap_tui.cli", "-w", str(ws), *args],
+                          capture_output=True, text=True, env=subprocess_env(**(env or {})), **kw)
+
+
+def test_dependent_runs_finish_in_order_after_the_terminal_is_gone(tmp_path):
+    ws = make_workspace(tmp_path)
+    spec = tmp_path / "chain.toml"
+    spec.write_text(spec_text(CHAIN))
+    log = tmp_path / "fake.log"
+    env = subprocess_env(**env_for(log, step_s=0.3))
+    # A "terminal": a shell in its own session that submits, then lingers.
+    shell = subprocess.Popen(["bash", "-c", f"{PYTHON} -m synthgap_tui.cli -w {ws} submit {spec}; sleep 60"],
+                             env=env, start_new_session=True, stdout=subprocess.DEVNULL)
+    wait_for(lambda: len(states(ws)) == 3, what="runs queued")
+    wait_for(lambda: fake_log(log), what="first run started")
+    os.killpg(shell.pid, signal.SIGHUP)  # the SSH session drops
+    shell.wait(timeout=10)
+    assert not any(line[0] == "end" for line in fake_log(log)), "first run ended before the hang-up"
+
+    wait_for(lambda: set(states(ws).values()) == {"finished"}, timeout=90, what="all finished")
+    events = fake_log(log)
+    order = [(e[0], e[1]) for e in events]
+    assert order == [("start", "gen"), ("end", "gen"), ("start", "pretrain"), ("end", "pretrain"),
+                     ("start", "freeze"), ("end", "freeze")]
+    run = {r["name"]: r for r in RunStore(ws).list()}
+    assert run["freeze"]["summary"]["top1_mean"] == 30.0 and run["freeze"]["progress"] == 1.0
+    spec_json = protocol.read_json(ws / "runs" / run["freeze"]["id"] / "spec.json")
+    assert spec_json["init_from_path"].endswith(f"{run['pretrain']['id']}/checkpoints/model.pt")
+    assert protocol.read_json(ws / "runs" / run["pretrain"]["id"] / "spec.json")["train_dir"] \
+        .endswith(f"{run['gen']['id']}/data/train")
+    wait_for(lambda: not is_running(__import__("synthgap_tui.workspace").workspace.Workspace(ws)),
+             what="supervisor exits when idle")
+
+
+def test_killed_runner_becomes_lost_and_resume_finishes_it(tmp_path):
+    ws = make_workspace(tmp_path)
+    spec = tmp_path / "one.toml"
+    spec.write_text(spec_text(TRAIN.format(epochs=30, seeds="[1]")))
+    log = tmp_path / "fake.log"
+    env = env_for(log, step_s=0.1)
+    assert cli(ws, "submit", str(spec), env=env).returncode == 0
+    store = RunStore(ws)
+    run_id = store.list()[0]["id"]
+    wait_for(lambda: (store.get(run_id).get("progress") or 0) > 0.1, what="progress")
+    pid = protocol.read_json(ws / "runs" / run_id / "status.json")["pid"]
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: store.get(run_id)["state"] == "lost", what="lost")
+    assert "without a final event" in store.get(run_id)["error"]
+
+    out = cli(ws, "resume", run_id, env=env)
+    assert out.returncode == 0, out.stderr
+    wait_for(lambda: store.get(run_id)["state"] == "finished", timeout=60, what="finished after resume")
+    starts = [e for e in fake_log(log) if e[0] == "start"]
+    assert len(starts) == 2 and int(starts[1][4]) > 0  # resumed from a checkpoint, not step 0
+    assert store.get(run_id)["attempt"] == 2 and store.get(run_id)["summary"]["top1_mean"] == 300.0
+
+
+def test_killed_supervisor_is_replaced_and_nothing_runs_twice(tmp_path):
+    ws = make_workspace(tmp_path, gpus=(0, 1))
+    spec = tmp_path / "two.toml"
+    spec.write_text(spec_text(TRAIN.format(epochs=15, seeds="[1, 2, 3]")))
+    log = tmp_path / "fake.log"
+    env = env_for(log, step_s=0.1)
+    assert cli(ws, "submit", str(spec), env=env).returncode == 0
+    wait_for(lambda: list(states(ws).values()).count("running") == 2, what="two running")
+    sup = [p for p in psutil.process_iter(["cmdline"])
+           if "synthgap_tui.supervisor" in " ".join(p.info["cmdline"] or []) and str(ws) in " ".join(p.info["cmdline"])]
+    assert len(sup) == 1
+    sup[0].kill()
+    sup[0].wait(5)
+    assert cli(ws, "supervisor", "start", env=env).returncode == 0
+    wait_for(lambda: set(states(ws).values()) == {"finished"}, timeout=90, what="all finished")
+    starts = [e[1] for e in fake_log(log) if e[0] == "start"]
+    assert sorted(starts) == ["t[seed=1]", "t[seed=2]", "t[seed=3]"]
+
+
+def test_two_gpus_five_runs_one_run_per_gpu(tmp_path):
+    ws = make_workspace(tmp_path, gpus=(0, 1))
+    spec = tmp_path / "five.toml"
+    spec.write_text(spec_text(TRAIN.format(epochs=4, seeds="[1, 2, 3, 4, 5]")))
+    log = tmp_path / "fake.log"
+    assert cli(ws, "submit", str(spec), env=env_for(log, step_s=0.1)).returncode == 0
+    wait_for(lambda: set(states(ws).values()) == {"finished"}, timeout=90, what="all finished")
+    intervals = {}
+    for kind, name, t, devices, *_ in fake_log(log):
+        assert devices in ("[0]", "[1]"), devices  # each run sees exactly its own GPU
+        intervals.setdefault(name, {"dev": devices})[kind] = float(t)
+    assert len(intervals) == 5
+    for dev in ("[0]", "[1]"):
+        spans = sorted((v["start"], v["end"]) for v in intervals.values() if v["dev"] == dev)
+        assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:]))
+    records = RunStore(ws).list()
+    assert {tuple(r["gpus"]) for r in records} <= {(0,), (1,)}
+
+
+def test_cancel_queued_and_running(tmp_path):
+    ws = make_workspace(tmp_path)
+    spec = tmp_path / "c.toml"
+    spec.write_text(spec_text(TRAIN.format(epochs=200, seeds="[1, 2]")))
+    log = tmp_path / "fake.log"
+    env = env_for(log, step_s=0.1)
+    assert cli(ws, "submit", str(spec), env=env).returncode == 0
+    wait_for(lambda: "running" in states(ws).values(), what="one running")
+    st = states(ws)
+    running = next(n for n, s in st.items() if s == "running")
+    queued = next(n for n, s in st.items() if s == "queued")
+    assert "had not started" in cli(ws, "cancel", queued, env=env).stdout
+    assert cli(ws, "cancel", running, env=env).returncode == 0
+    wait_for(lambda: states(ws) == {running: "cancelled", queued: "cancelled"}, what="both cancelled")
+    again = cli(ws, "cancel", running, env=env)
+    assert again.returncode == 2 and "only queued or running" in again.stderr
+
+
+def test_failed_run_and_retry_moves_old_attempt_aside(tmp_path):
+    ws = make_workspace(tmp_path)
+    spec = tmp_path / "f.toml"
+    spec.write_text(spec_text('[runs.bad]\nkind = "train"\ntrain = "real"\neval = "real"\n'
+                              'epochs = 2\nnotes = "fail"\n'))
+    env = env_for(tmp_path / "fake.log")
+    assert cli(ws, "submit", str(spec), env=env).returncode == 0
+    store = RunStore(ws)
+    wait_for(lambda: states(ws) == {"bad": "failed"}, what="failed")
+    assert store.list()[0]["error"] == "asked to fail"
+    run_id = store.list()[0]["id"]
+    assert cli(ws, "retry", "bad", env=env).returncode == 0
+    wait_for(lambda: store.get(run_id)["attempt"] == 2 and store.get(run_id)["state"] == "failed",
+             what="failed again")
+    assert (ws / "runs" / run_id / "attempts" / "1" / "events.jsonl").exists()
+    logs = cli(ws, "logs", "bad", "--events", env=env)
+    assert '"type":"failed"' in logs.stdout
