@@ -1,0 +1,126 @@
+"""What every runner shares: its run directory, events, SIGTERM, atomic saves, devices."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from runners import protocol
+
+
+class RunnerError(Exception):
+    """A problem with the spec or the inputs: reported as a failed event without a traceback."""
+
+
+class RunContext:
+    """The run directory of one attempt. Only the main process (rank 0) writes events."""
+
+    def __init__(self, run_dir: str | os.PathLike, main_process: bool = True):
+        self.run_dir = Path(run_dir)
+        spec_path = self.run_dir / protocol.SPEC_FILE
+        try:
+            self.spec: dict = json.loads(spec_path.read_text())
+        except FileNotFoundError:
+            raise SystemExit(f"{spec_path} does not exist: is {self.run_dir} a run directory?")
+        except ValueError as e:
+            raise SystemExit(f"{spec_path} is not valid JSON: {e}")
+        self.main = main_process
+        self.events = protocol.EventWriter(self.run_dir / protocol.EVENTS_FILE) if main_process else None
+        self.checkpoints = self.run_dir / protocol.CHECKPOINT_DIR
+        self.checkpoints.mkdir(exist_ok=True)
+        self.stop_requested = False
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, *_):
+        # Finish the current step, save, and stop: handled by the loop.
+        self.stop_requested = True
+
+    def emit(self, type: str, **fields: Any) -> None:
+        if self.events is not None:
+            self.events.emit(type, **fields)
+
+    def log(self, message: str, level: str = "info") -> None:
+        self.emit(protocol.LOG, level=level, message=message)
+        if self.main:
+            print(f"[{level}] {message}", flush=True)
+
+    def run(self, body) -> int:
+        """Run ``body(self)``; turn its outcome into a final event and an exit code."""
+        try:
+            summary = body(self)
+        except Cancelled as c:
+            self.emit(protocol.CANCELLED, reason=str(c) or "SIGTERM")
+            return 143
+        except (RunnerError, FileNotFoundError, ValueError) as e:
+            self.emit(protocol.FAILED, error=str(e), traceback=traceback.format_exc())
+            print(f"error: {e}", flush=True)
+            return 1
+        except Exception as e:
+            tb = traceback.format_exc()
+            self.emit(protocol.FAILED, error=f"{type(e).__name__}: {e}", traceback=tb)
+            print(tb, flush=True)
+            return 1
+        if self.main:
+            protocol.write_json_atomic(self.run_dir / protocol.RESULTS_FILE, summary)
+        self.emit(protocol.DONE, summary=summary)
+        return 0
+
+
+class Cancelled(Exception):
+    pass
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class Device:
+    """The CUDA / CPU choices in one place: autocast, memory format, transfers."""
+
+    def __init__(self, amp: bool = True, channels_last: bool = True, local_rank: int = 0):
+        self.cuda = torch.cuda.is_available()
+        self.device = torch.device(f"cuda:{local_rank}" if self.cuda else "cpu")
+        if self.cuda:
+            torch.cuda.set_device(self.device)
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.amp = amp and self.cuda
+        self.dtype = torch.bfloat16 if self.cuda and torch.cuda.is_bf16_supported() else torch.float16
+        self.memory_format = torch.channels_last if (self.cuda and channels_last) else torch.contiguous_format
+        # bf16 needs no loss scaling; fp16 (pre-Ampere GPUs) does.
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.dtype == torch.float16)
+
+    def autocast(self):
+        if not self.amp:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type="cuda", dtype=self.dtype)
+
+    def to(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4:
+            return x.to(self.device, non_blocking=True, memory_format=self.memory_format)
+        return x.to(self.device, non_blocking=True)
+
+    def memory(self) -> list[dict] | None:
+        """Per-device memory of this process, for ``gpu`` events (None on the CPU)."""
+        if not self.cuda:
+            return None
+        return [{"index": self.device.index, "memory_allocated": torch.cuda.memory_allocated(),
+                 "max_memory_allocated": torch.cuda.max_memory_allocated(),
+                 "memory_reserved": torch.cuda.memory_reserved()}]

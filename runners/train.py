@@ -1,0 +1,399 @@
+"""Train a ResNet student: ``python -m runners.train --run-dir DIR [--resume]``.
+
+Reads ``DIR/spec.json`` (written by ``synthgap submit``), writes events,
+checkpoints and ``results.json`` into DIR. Layout after torchvision's
+``references/classification/train.py``: ``train_one_epoch``, ``evaluate``,
+``main(args)``. Under ``torchrun`` it trains with DistributedDataParallel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from runners import protocol, recipes
+from runners.augment import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
+from runners.data import (DataError, EpochSampler, ImageList, SeededImages, balanced_fraction,
+                          channel_stats, check_same_classes, mix_seed, mix_weights, scan_folder)
+from runners.layers import Student, build_resnet, load_prefix, load_state_file, trainable_parameters
+from runners.runtime import Cancelled, Device, RunContext, RunnerError, atomic_torch_save
+
+LAST = "last.pt"
+MODEL = "model.pt"
+
+
+@dataclass
+class Stage:
+    """One training phase: bridged transfer has two (synthetic, then real)."""
+
+    dirs: list[str]
+    weights: list[float]
+    epochs: int
+    lr: float
+    mixup: float
+    reinit_classifier: bool
+    fraction: float
+    augment: str
+
+
+def stages_of(cfg: dict) -> list[Stage]:
+    common = dict(lr=cfg["lr"], mixup=cfg["mixup"], fraction=cfg["fraction"], augment=cfg["augment"])
+    if cfg.get("stages"):
+        return [Stage(dirs=[s["train_dir"]], weights=[1.0], epochs=s.get("epochs", cfg["epochs"]),
+                      reinit_classifier=s.get("reinit_classifier", False),
+                      **{**common, **{k: s[k] for k in ("lr", "mixup", "fraction", "augment") if k in s}})
+                for s in cfg["stages"]]
+    if cfg.get("mix_dirs"):
+        return [Stage(dirs=[m["dir"] for m in cfg["mix_dirs"]], weights=[m["weight"] for m in cfg["mix_dirs"]],
+                      epochs=cfg["epochs"], reinit_classifier=False, **common)]
+    if not cfg.get("train_dir"):
+        raise RunnerError("the spec names no training data (train, mix or stages)")
+    return [Stage(dirs=[cfg["train_dir"]], weights=[1.0], epochs=cfg["epochs"], reinit_classifier=False, **common)]
+
+
+def accuracy(output: torch.Tensor, target: torch.Tensor, topk=(1, 5)) -> list[int]:
+    """Number of samples whose target is among the top-k predictions, per k."""
+    maxk = min(max(topk), output.shape[1])
+    pred = output.topk(maxk, dim=1).indices
+    hit = pred.eq(target.view(-1, 1))
+    return [int(hit[:, : min(k, maxk)].any(dim=1).sum()) for k in topk]
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on weights only: no decay on biases and normalisation parameters."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_lambda(base_lr: float, min_lr: float, warmup_steps: int, total_steps: int):
+    """Linear warm-up, then cosine to ``min_lr``, as a factor of ``base_lr``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        lr = min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+        return lr / base_lr
+
+    return factor
+
+
+def crop_batches(inputs, labels: torch.Tensor):
+    """(images, labels) groups: one for single-crop input, one per crop size for multi-crop."""
+    if isinstance(inputs, torch.Tensor):
+        return [(inputs, labels)]
+    groups = []
+    for crops in inputs:  # [B, n, 3, s, s]
+        b, n = crops.shape[:2]
+        if n:
+            groups.append((crops.flatten(0, 1), labels.repeat_interleave(n)))
+    return groups
+
+
+def mixup(groups, alpha: float, g: torch.Generator):
+    if alpha <= 0:
+        return [(x, y, y, 1.0) for x, y in groups]
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    out = []
+    for x, y in groups:
+        perm = torch.randperm(x.shape[0], generator=g)
+        out.append((lam * x + (1 - lam) * x[perm], y, y[perm], lam))
+    return out
+
+
+def train_one_epoch(model, loader, optimizer, scheduler, device: Device, ctx: RunContext, *, epoch: int,
+                    stage: Stage, cfg: dict, start_step: int, steps: int, global_step: int, total_steps: int,
+                    save_mid_epoch) -> dict:
+    model.train()
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg["label_smoothing"])
+    losses, bad_paths = [], []
+    seen, t0, t_log, seen_log = 0, time.perf_counter(), time.perf_counter(), 0
+    step = start_step
+    for step, (inputs, labels, bad) in enumerate(loader, start=start_step):
+        if step >= steps:
+            break
+        bad_paths += [b for b in bad if b]
+        g = torch.Generator().manual_seed(mix_seed("mixup", cfg["seed"], epoch, step))
+        torch.manual_seed(mix_seed("step", cfg["seed"], epoch, step))  # any op drawing from torch's RNG
+        groups = mixup(crop_batches(inputs, labels), stage.mixup, g)
+        total = sum(x.shape[0] for x, *_ in groups)
+        loss = 0.0
+        with device.autocast():
+            for x, ya, yb, lam in groups:  # loss over all crops, weighted by their number
+                out = model(device.to(x))
+                crop_loss = criterion(out, device.to(ya))
+                if lam < 1:
+                    crop_loss = lam * crop_loss + (1 - lam) * criterion(out, device.to(yb))
+                loss = loss + crop_loss * (x.shape[0] / total)
+        optimizer.zero_grad(set_to_none=True)
+        device.scaler.scale(loss).backward()
+        device.scaler.step(optimizer)
+        device.scaler.update()
+        scheduler.step()
+        global_step += 1
+        losses.append(float(loss.detach()))
+        seen += labels.shape[0]
+        if not math.isfinite(losses[-1]):
+            raise RunnerError(f"loss is {losses[-1]} at epoch {epoch} step {step}: lower lr?")
+        if (step + 1) % cfg["log_every"] == 0 or step + 1 == steps:
+            now = time.perf_counter()
+            rate = (seen - seen_log) / max(now - t_log, 1e-9) * _world()
+            t_log, seen_log = now, seen
+            ctx.emit(protocol.TRAIN_STEP, step=global_step, epoch=epoch, loss=losses[-1],
+                     lr=optimizer.param_groups[0]["lr"], images_per_s=round(rate, 2))
+            elapsed = now - t0
+            done_rate = (step + 1 - start_step) / max(elapsed, 1e-9)
+            ctx.emit(protocol.PROGRESS, done=global_step, total=total_steps, unit="step",
+                     rate=round(done_rate, 3), eta=round((total_steps - global_step) / max(done_rate, 1e-9), 1))
+            memory = device.memory()
+            if memory:
+                ctx.emit(protocol.GPU, devices=memory)
+        if ctx.stop_requested:
+            save_mid_epoch(step + 1, global_step)
+            raise Cancelled("SIGTERM: saved a checkpoint mid-epoch")
+    elapsed = time.perf_counter() - t0
+    if bad_paths:
+        ctx.log(f"skipped {len(bad_paths)} unreadable image(s) this epoch, e.g. {bad_paths[0]}", "warning")
+    return {"train_loss": statistics.fmean(losses) if losses else float("nan"),
+            "images_per_s": seen * _world() / max(elapsed, 1e-9), "skipped": len(bad_paths),
+            "global_step": global_step}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, device: Device, bn_eval_mode: str = "eval") -> dict:
+    model.eval()
+    if bn_eval_mode == "train":  # Mind the Gap, Table 1: BN keeps batch statistics at test time
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.train()
+    totals = torch.zeros(4, dtype=torch.float64)  # loss sum, top1, top5, count
+    for images, labels, _ in loader:
+        with device.autocast():
+            out = model(device.to(images)).float()
+        labels = device.to(labels)
+        top1, top5 = accuracy(out, labels)
+        totals += torch.tensor([float(F.cross_entropy(out, labels, reduction="sum")), top1, top5, len(labels)],
+                               dtype=torch.float64)
+    if _world() > 1:
+        totals = totals.to(device.device)
+        dist.all_reduce(totals)
+        totals = totals.cpu()
+    n = max(totals[3].item(), 1)
+    return {"val_loss": totals[0].item() / n, "top1": 100 * totals[1].item() / n, "top5": 100 * totals[2].item() / n}
+
+
+def _world() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def build_student(cfg: dict, num_classes: int, ctx: RunContext) -> Student:
+    torch.manual_seed(mix_seed("init", cfg["seed"]))
+    net = build_resnet(cfg["arch"], num_classes, small_input=cfg["small_input"], tau=cfg["tau"])
+    if cfg.get("weights"):
+        keys = load_prefix(net, load_state_file(cfg["weights"]), 0, reinit=False, source=cfg["weights"])
+        ctx.log(f"loaded {len(keys)} tensors from {cfg['weights']}")
+    n = cfg["freeze_layers"]
+    if cfg.get("init_from_path") or cfg.get("init_from"):
+        path = cfg.get("init_from_path") or cfg["init_from"]
+        if not os.path.isfile(path):
+            raise RunnerError(f"init_from: no checkpoint at {path} (did the run it names finish?)")
+        keys = load_prefix(net, load_state_file(path), n, reinit=cfg["reinit"], source=path)
+        ctx.log(f"init_from {path}: loaded layers 1..{n} ({len(keys)} tensors)"
+                + ("" if cfg["reinit"] else ", later layers kept"))
+    elif n:
+        raise RunnerError("freeze_layers > 0 needs init_from")
+    return Student(net, frozen=n, frozen_bn=cfg["frozen_bn"])
+
+
+def make_loader(images: list[ImageList], stage: Stage, cfg: dict, transform, batch: int, device: Device,
+                rank: int, world: int) -> tuple[DataLoader, EpochSampler]:
+    samples, lengths = [], []
+    for k, il in enumerate(images):
+        keep = balanced_fraction(il, stage.fraction, cfg["seed"]) if stage.fraction < 1 else range(len(il.samples))
+        picked = [il.samples[i] for i in keep]
+        samples += picked
+        lengths.append(len(picked))
+    weights = mix_weights(lengths, stage.weights) if len(images) > 1 else None
+    dataset = SeededImages(samples, transform, seed=mix_seed("aug", cfg["seed"]))
+    sampler = EpochSampler(len(samples), seed=cfg["seed"], weights=weights, rank=rank, world=world)
+    workers = min(cfg["workers"], os.cpu_count() or 1)
+    loader = DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers,
+                        pin_memory=device.cuda, persistent_workers=workers > 0, drop_last=True)
+    return loader, sampler
+
+
+def run_training(ctx: RunContext, args) -> dict:
+    cfg = recipes.resolve(ctx.spec)
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    device = Device(amp=cfg["amp"], channels_last=cfg["channels_last"], local_rank=int(os.environ.get("LOCAL_RANK", 0)))
+    stages = stages_of(cfg)
+    if not cfg.get("eval_dir"):
+        raise RunnerError("the spec names no evaluation data (eval)")
+    try:
+        eval_images = scan_folder(cfg["eval_dir"], "eval")
+        train_sets = [[scan_folder(d, "train") for d in s.dirs] for s in stages]
+        for stage_sets in train_sets:
+            for il in stage_sets:
+                check_same_classes(eval_images, il, "train vs eval")
+        if cfg["normalization"] == "exact":
+            mean, std = channel_stats(train_sets[-1][0], ctx.run_dir)
+        else:
+            mean, std = IMAGENET_MEAN, IMAGENET_STD
+    except DataError as e:
+        raise RunnerError(str(e)) from None
+    classes = eval_images.classes
+    student = build_student(cfg, len(classes), ctx)
+    student.to(device.device, memory_format=device.memory_format)
+    trainable = trainable_parameters(student)
+    model: nn.Module = student
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(student, device_ids=[device.device.index] if device.cuda else None)
+    if cfg["compile"]:
+        model = torch.compile(model)
+
+    batch = max(1, cfg["batch_size"] // world)
+    eval_loader = DataLoader(
+        SeededImages(eval_images.samples[rank::world], eval_transform(mean, std, cfg["image_size"]), seed=0),
+        batch_size=batch, num_workers=min(cfg["workers"], os.cpu_count() or 1), pin_memory=device.cuda)
+
+    start_stage, start_epoch, start_step, global_step, history = 0, 0, 0, 0, []
+    resume_state = None
+    last_path = ctx.checkpoints / LAST
+    if args.resume and last_path.is_file():
+        resume_state = torch.load(last_path, map_location="cpu", weights_only=True)
+        student.net.load_state_dict(resume_state["model"])
+        start_stage, start_epoch = resume_state["stage"], resume_state["epoch"]
+        start_step, global_step = resume_state["step_in_epoch"], resume_state["global_step"]
+        history = resume_state["history"]
+        ctx.log(f"resumed from {last_path}: stage {start_stage + 1}, epoch {start_epoch}, step {start_step}")
+    elif args.resume:
+        ctx.log("--resume: no checkpoint yet, starting from scratch", "warning")
+
+    loaders = []
+    for s, stage in enumerate(stages):
+        tf = train_transform(stage.augment, mean, std, size=cfg["image_size"], local_size=cfg["local_size"],
+                             local_crops=cfg["local_crops"], pixmix_dir=cfg.get("pixmix_dir"),
+                             small_input=cfg["small_input"])
+        loaders.append(make_loader(train_sets[s], stage, cfg, tf, batch, device, rank, world))
+    steps_per_epoch = [min(len(l), cfg.get("max_steps_per_epoch") or len(l)) for l, _ in loaders]
+    if not all(steps_per_epoch):
+        raise RunnerError(f"the training set is smaller than one batch of {batch}: lower batch_size")
+    total_steps = sum(n * s.epochs for n, s in zip(steps_per_epoch, stages))
+    ctx.emit(protocol.START, config=cfg, classes=len(classes), trainable_params=trainable, world_size=world,
+             device=str(device.device), resumed=resume_state is not None,
+             train_images=[len(l.dataset) for l, _ in loaders], eval_images=len(eval_images.samples))
+
+    epoch_offset = sum(s.epochs for s in stages[:start_stage])
+    for s in range(start_stage, len(stages)):
+        stage = stages[s]
+        loader, sampler = loaders[s]
+        if stage.reinit_classifier and s > 0 and resume_state is None:
+            student.net.fc.reset_parameters()
+            ctx.log(f"stage {s + 1}: classifier re-initialised")
+        scaled_lr = stage.lr * cfg["batch_size"] / 256
+        optimizer = torch.optim.SGD(param_groups(student, cfg["weight_decay"]), lr=scaled_lr,
+                                    momentum=cfg["momentum"])
+        stage_steps = steps_per_epoch[s] * stage.epochs
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(
+            scaled_lr, cfg["min_lr"], steps_per_epoch[s] * cfg["warmup_epochs"], stage_steps))
+        first_epoch = 0
+        if resume_state is not None and s == start_stage:
+            optimizer.load_state_dict(resume_state["optimizer"])
+            scheduler.load_state_dict(resume_state["scheduler"])
+            first_epoch = start_epoch
+        for epoch in range(first_epoch, stage.epochs):
+            skip = start_step if (resume_state is not None and s == start_stage and epoch == start_epoch) else 0
+            sampler.set_epoch(epoch_offset + epoch, skip * batch)
+
+            def save_mid_epoch(step_in_epoch, g_step, _s=s, _e=epoch):
+                _checkpoint(ctx, student, optimizer, scheduler, cfg, _s, _e, step_in_epoch, g_step, history)
+
+            stats = train_one_epoch(model, loader, optimizer, scheduler, device, ctx, epoch=epoch_offset + epoch,
+                                    stage=stage, cfg=cfg, start_step=skip, steps=steps_per_epoch[s],
+                                    global_step=global_step, total_steps=total_steps,
+                                    save_mid_epoch=save_mid_epoch)
+            global_step = stats["global_step"]
+            metrics = evaluate(model, eval_loader, device, cfg["bn_eval_mode"])
+            record = {"epoch": epoch_offset + epoch, "stage": s, "train_loss": stats["train_loss"],
+                      "images_per_s": round(stats["images_per_s"], 2), "skipped": stats["skipped"], **metrics}
+            history.append(record)
+            ctx.emit(protocol.EPOCH, **record)
+            _checkpoint(ctx, student, optimizer, scheduler, cfg, s, epoch + 1, 0, global_step, history)
+            if ctx.stop_requested:
+                raise Cancelled("SIGTERM: stopped after an epoch")
+        epoch_offset += stage.epochs
+        resume_state = None
+
+    if ctx.main:
+        atomic_torch_save(student.net.state_dict(), ctx.checkpoints / MODEL)
+        ctx.emit(protocol.ARTIFACT, path=str(ctx.checkpoints / MODEL), kind="model")
+    return summarize(history, cfg, trainable)
+
+
+def _checkpoint(ctx, student, optimizer, scheduler, cfg, stage, epoch, step_in_epoch, global_step, history):
+    if not ctx.main:
+        return
+    path = ctx.checkpoints / LAST
+    atomic_torch_save({"model": student.net.state_dict(), "optimizer": optimizer.state_dict(),
+                       "scheduler": scheduler.state_dict(), "stage": stage, "epoch": epoch,
+                       "step_in_epoch": step_in_epoch, "global_step": global_step, "history": history,
+                       "spec": ctx.spec}, path)
+    ctx.emit(protocol.CHECKPOINT, path=str(path), epoch=epoch, step_in_epoch=step_in_epoch)
+
+
+def summarize(history: list[dict], cfg: dict, trainable: int) -> dict:
+    """Mean and std over the last ``report_last`` epochs (the papers' reporting)."""
+    last = history[-cfg["report_last"]:]
+    out = {"epochs": len(history), "last_n": len(last), "trainable_params": trainable,
+           "skipped_images": sum(h["skipped"] for h in history),
+           "images_per_s": round(statistics.fmean(h["images_per_s"] for h in history), 2) if history else None}
+    for key in ("top1", "top5", "val_loss", "train_loss"):
+        values = [h[key] for h in last]
+        out[f"{key}_mean"] = statistics.fmean(values) if values else None
+        out[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    out["best_top1"] = max((h["top1"] for h in history), default=None)
+    out["config"] = cfg
+    return out
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="SynthGap training runner", add_help=True)
+    run = parser.add_argument_group("run")
+    run.add_argument("--run-dir", required=True, help="run directory with spec.json")
+    run.add_argument("--resume", action="store_true", help="continue from checkpoints/last.pt")
+    perf = parser.add_argument_group("performance")
+    perf.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    return parser
+
+
+def main(args) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    try:
+        ctx = RunContext(args.run_dir, main_process=int(os.environ.get("RANK", "0")) == 0)
+        return ctx.run(lambda c: run_training(c, args))
+    finally:
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args_parser().parse_args()))

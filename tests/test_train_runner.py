@@ -1,0 +1,186 @@
+import math
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+
+from conftest import PYTHON, subprocess_env
+from imagegen import make_dataset, make_image_folder
+from runner_helpers import TINY, events, final, make_run
+from runners import layers
+from runners.data import ImageList, balanced_fraction, scan_folder
+from runners.layers import Student, build_resnet, layer_param_counts
+from runners.train import accuracy, get_args_parser, main
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("data"), classes=3, train_per_class=6, val_per_class=3)
+
+
+def run(run_dir, *extra) -> int:
+    return main(get_args_parser().parse_args(["--run-dir", str(run_dir), *extra]))
+
+
+def test_layer_table_of_resnet50():
+    net = build_resnet("resnet50", 100)
+    counts = layer_param_counts(net)
+    assert len(counts) == 18
+    assert counts[0] == 64 * 3 * 7 * 7 + 2 * 64  # conv1 + bn1
+    assert counts[17] == 2048 * 100 + 100  # fc
+    assert sum(counts) == sum(p.numel() for p in net.parameters())
+    for n in range(18):
+        student = Student(build_resnet("resnet50", 100), frozen=n)
+        assert layers.trainable_parameters(student) == sum(counts[n:])
+    with pytest.raises(ValueError, match="0..17"):
+        Student(build_resnet("resnet50", 10), frozen=18)
+
+
+def test_freeze_keeps_prefix_bit_identical_and_reinitialises_the_rest(data, tmp_path):
+    torch.manual_seed(123)
+    teacher = build_resnet("resnet50", 3, small_input=True, tau=0.1)
+    init = tmp_path / "teacher.pt"
+    torch.save(teacher.state_dict(), init)
+    reference = teacher.state_dict()
+    prefixes = layers.layer_prefixes(teacher)
+    counts = layer_param_counts(teacher)
+    for n in range(1, 18):
+        run_dir = make_run(tmp_path, f"freeze{n}", **{**TINY, "arch": "resnet50", "tau": 0.1},
+                           train_dir=str(data / "train"), eval_dir=str(data / "val"),
+                           init_from_path=str(init), freeze_layers=n, max_steps_per_epoch=2)
+        assert run(run_dir) == 0, final(run_dir)
+        assert final(run_dir)["summary"]["trainable_params"] == sum(counts[n:])
+        trained = torch.load(run_dir / "checkpoints" / "model.pt", weights_only=True)
+        for i, layer in enumerate(prefixes):
+            keys = [k for k in reference if k.startswith(layer) and not k.endswith("num_batches_tracked")]
+            same = all(torch.equal(trained[k], reference[k]) for k in keys)
+            if i < n:
+                assert same, f"N={n}: layer {i + 1} changed"  # parameters and BN statistics
+            elif keys:
+                assert not same, f"N={n}: layer {i + 1} still equals init_from"
+
+
+def test_sigterm_mid_epoch_then_resume_matches_uninterrupted_run(data, tmp_path):
+    spec = {**TINY, "train_dir": str(data / "train"), "eval_dir": str(data / "val"), "epochs": 3,
+            "batch_size": 2, "augment": "pytorch-example", "seed": 7}
+    env = subprocess_env(OMP_NUM_THREADS=1)
+    straight = make_run(tmp_path, "straight", **spec)
+    subprocess.run([PYTHON, "-m", "runners.train", "--run-dir", str(straight)], env=env, check=True,
+                   capture_output=True)
+    cut = make_run(tmp_path, "cut", **spec)
+    proc = subprocess.Popen([PYTHON, "-m", "runners.train", "--run-dir", str(cut)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not any(e["type"] == "train_step" and e["step"] >= 2 for e in events(cut)):
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 143
+    assert final(cut)["type"] == "cancelled"
+    saved = torch.load(cut / "checkpoints" / "last.pt", weights_only=True)
+    assert (saved["epoch"], saved["step_in_epoch"]) != (3, 0)  # stopped before the end
+    subprocess.run([PYTHON, "-m", "runners.train", "--run-dir", str(cut), "--resume"], env=env, check=True,
+                   capture_output=True)
+    assert final(cut)["type"] == "done"
+    a = torch.load(straight / "checkpoints" / "model.pt", weights_only=True)
+    b = torch.load(cut / "checkpoints" / "model.pt", weights_only=True)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_fractions_are_balanced_nested_and_seeded(tmp_path):
+    images = ImageList(tmp_path, ["a", "b", "c"], [(f"{c}{i}", k) for k, c in enumerate("abc") for i in range(40)])
+    subsets = {f: set(balanced_fraction(images, f, seed=3)) for f in (1.0, 0.5, 0.25, 0.125, 1 / 16)}
+    for f, idx in subsets.items():
+        per_class = [sum(1 for i in idx if images.samples[i][1] == k) for k in range(3)]
+        assert per_class == [math.ceil(40 * f)] * 3
+    assert subsets[1 / 16] <= subsets[0.125] <= subsets[0.25] <= subsets[0.5] <= subsets[1.0]
+    assert set(balanced_fraction(images, 0.25, seed=3)) == subsets[0.25]
+    assert set(balanced_fraction(images, 0.25, seed=4)) != subsets[0.25]
+
+
+def test_top1_top5_on_a_hand_built_case():
+    logits = torch.tensor([[9., 1, 2, 3, 4, 5, 0],   # target 0: top-1 hit
+                           [1., 9, 8, 7, 6, 5, 4],   # target 5: rank 5 -> top-5 hit only
+                           [1., 9, 8, 7, 6, 5, 4],   # target 6: rank 6 -> miss
+                           [0., 0, 3, 2, 0, 0, 0]])  # target 3: rank 2 -> top-5 hit
+    assert accuracy(logits, torch.tensor([0, 5, 6, 3])) == [1, 3]
+
+
+def _failed_error(run_dir) -> str:
+    assert run(run_dir) == 1
+    ev = final(run_dir)
+    assert ev["type"] == "failed"
+    return ev["error"]
+
+
+def test_class_mismatch_is_a_clear_error(data, tmp_path):
+    other = make_image_folder(tmp_path / "other", classes=2, per_class=2)
+    run_dir = make_run(tmp_path, "mismatch", **TINY, train_dir=str(other), eval_dir=str(data / "val"))
+    assert "classes do not match" in _failed_error(run_dir) and "n00000002" in final(run_dir)["error"]
+
+
+def test_empty_class_folder_is_a_clear_error(data, tmp_path):
+    train = make_image_folder(tmp_path / "t", classes=3, per_class=2)
+    for f in (train / "n00000001").iterdir():
+        f.unlink()
+    run_dir = make_run(tmp_path, "empty", **TINY, train_dir=str(train), eval_dir=str(data / "val"))
+    assert "class folder" in _failed_error(run_dir) and "has no images" in final(run_dir)["error"]
+
+
+def test_missing_init_from_and_bad_n(data, tmp_path):
+    run_dir = make_run(tmp_path, "noinit", **TINY, train_dir=str(data / "train"), eval_dir=str(data / "val"),
+                       init_from_path=str(tmp_path / "nope.pt"), freeze_layers=3)
+    assert "no checkpoint at" in _failed_error(run_dir)
+    torch.save(build_resnet("resnet18", 3, small_input=True).state_dict(), tmp_path / "r18.pt")
+    run_dir = make_run(tmp_path, "badn", **TINY, train_dir=str(data / "train"), eval_dir=str(data / "val"),
+                       init_from_path=str(tmp_path / "r18.pt"), freeze_layers=10)
+    assert "freeze_layers must be 0..9" in _failed_error(run_dir)
+
+
+def test_corrupt_image_is_skipped_and_counted(data, tmp_path):
+    train = make_image_folder(tmp_path / "t", classes=3, per_class=4)
+    (train / "n00000000" / "n00000000_0001.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    run_dir = make_run(tmp_path, "corrupt", **{**TINY, "augment": "pytorch-example"}, train_dir=str(train),
+                       eval_dir=str(data / "val"))
+    assert run(run_dir) == 0
+    assert final(run_dir)["summary"]["skipped_images"] == 1
+    warnings = [e for e in events(run_dir) if e["type"] == "log" and e["level"] == "warning"]
+    assert warnings and "n00000000_0001.jpg" in warnings[0]["message"]
+
+
+def test_bridged_stages_mix_and_exact_normalization(data, tmp_path):
+    synth = make_dataset(tmp_path / "synth", classes=3, train_per_class=4, val_per_class=1)
+    run_dir = make_run(tmp_path, "bridged", **{**TINY, "normalization": "exact", "recipe": "plain"},
+                       eval_dir=str(data / "val"),
+                       stages=[{"train_dir": str(synth / "train"), "epochs": 1, "mixup": 0.2},
+                               {"train_dir": str(data / "train"), "epochs": 2, "reinit_classifier": True}])
+    assert run(run_dir) == 0, final(run_dir)
+    epochs = [e for e in events(run_dir) if e["type"] == "epoch"]
+    assert [e["stage"] for e in epochs] == [0, 1, 1]
+    assert (synth / "train" / ".synthgap-stats.json").exists() or (data / "train" / ".synthgap-stats.json").exists()
+    mixed = make_run(tmp_path, "mixed", **TINY, eval_dir=str(data / "val"),
+                     mix_dirs=[{"dir": str(data / "train"), "weight": 1.0}, {"dir": str(synth / "train"), "weight": 3.0}])
+    assert run(mixed) == 0, final(mixed)
+
+
+def test_ddp_two_processes_on_cpu(data, tmp_path):
+    run_dir = make_run(tmp_path, "ddp", **{**TINY, "augment": "pytorch-example", "epochs": 2},
+                       train_dir=str(data / "train"), eval_dir=str(data / "val"))
+    out = subprocess.run([PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "-m", "runners.train", "--run-dir", str(run_dir)], env=subprocess_env(OMP_NUM_THREADS=1),
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    start = next(e for e in events(run_dir) if e["type"] == "start")
+    assert start["world_size"] == 2
+    assert final(run_dir)["type"] == "done"
+    assert len([e for e in events(run_dir) if e["type"] == "start"]) == 1  # only rank 0 writes
+
+
+def test_scan_folder_rejects_missing_folder(tmp_path):
+    from runners.data import DataError
+
+    with pytest.raises(DataError, match="does not exist"):
+        scan_folder(tmp_path / "nope")
