@@ -15,6 +15,7 @@ DEFAULT_HOME = "~/.synthgap"
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 _ID_LEN = 10
 _EPOCH_MS = 1_704_067_200_000  # 2024-01-01: keeps ids short
+_last_id = 0
 
 
 def resolve_workspace(arg: str | os.PathLike | None = None) -> Path:
@@ -29,7 +30,9 @@ def new_run_id() -> str:
     Base 36 of (milliseconds since 2024 * 1296 + random): ten characters
     that sort by creation time and map one-to-one onto TinyDB document ids.
     """
+    global _last_id
     n = (int(time.time() * 1000) - _EPOCH_MS) * 1296 + secrets.randbelow(1296)
+    n = _last_id = max(n, _last_id + 1)  # ids made in one process sort in creation order
     digits = []
     while n:
         n, r = divmod(n, 36)

@@ -184,3 +184,44 @@ def test_scan_folder_rejects_missing_folder(tmp_path):
 
     with pytest.raises(DataError, match="does not exist"):
         scan_folder(tmp_path / "nope")
+
+
+def _ks(a: list[float], b: list[float]) -> float:
+    """Two-sample Kolmogorov-Smirnov statistic."""
+    a, b = sorted(a), sorted(b)
+    values = sorted(set(a) | set(b))
+    import bisect
+
+    return max(abs(bisect.bisect_right(a, v) / len(a) - bisect.bisect_right(b, v) / len(b)) for v in values)
+
+
+@pytest.mark.parametrize("scale", [(0.25, 1.0), (0.05, 0.25)])
+def test_multicrop_geometry_follows_torchvision_random_resized_crop(scale):
+    from torchvision.transforms import RandomResizedCrop
+
+    from runners.augment import crop_params
+
+    height, width, n = 375, 500, 3000
+    torch.manual_seed(0)
+    ref = [RandomResizedCrop.get_params(torch.empty(3, height, width), scale, (3 / 4, 4 / 3)) for _ in range(n)]
+    g = torch.Generator().manual_seed(1)
+    ours = [crop_params(height, width, scale, (3 / 4, 4 / 3), g) for _ in range(n)]
+    area = lambda crops: [h * w / (height * width) for _, _, h, w in crops]  # noqa: E731
+    aspect = lambda crops: [w / h for _, _, h, w in crops]  # noqa: E731
+    assert _ks(area(ours), area(ref)) < 0.05
+    assert _ks(aspect(ours), aspect(ref)) < 0.05
+    assert min(area(ours)) >= scale[0] * 0.95 and max(area(ours)) <= scale[1] * 1.05
+
+
+def test_multicrop_output_shapes_and_determinism():
+    from PIL import Image
+
+    from runners.augment import IMAGENET_MEAN, IMAGENET_STD, MultiCrop
+
+    img = Image.new("RGB", (500, 375), (120, 80, 200))
+    tf = MultiCrop(IMAGENET_MEAN, IMAGENET_STD)
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    glob, loc = tf(img, g1)
+    assert glob.shape == (1, 3, 224, 224) and loc.shape == (8, 3, 96, 96)
+    glob2, loc2 = tf(img, g2)
+    assert torch.equal(glob, glob2) and torch.equal(loc, loc2)
