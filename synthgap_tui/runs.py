@@ -53,8 +53,6 @@ def _resolve(exp: Experiment, ids: dict[str, str], ws: Workspace) -> dict[str, d
             spec["source_dir"] = folder(refs["source"], "train")
         if "data" in refs:
             spec["data_dir"] = folder(refs["data"], "train")
-        if "exclude" in refs:
-            spec["exclude_dirs"] = [folder(refs["exclude"], s) for s in ("train", "val")]
         if "init_from" in refs:
             what, name = refs["init_from"]
             spec["init_from_path"] = (str(ws.run_dir(ids[name]) / protocol.CHECKPOINT_DIR / MODEL_FILE)

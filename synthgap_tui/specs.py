@@ -174,16 +174,19 @@ GENERATE = {
 }
 TRAIN_GENERATOR = {
     "data": F(str, help="a dataset with a train split"),
-    "exclude": F(str, help="a dataset whose images must not be used"),
-    "epochs": F(int, min=1),
+    "steps": F(int, min=1),
     "batch_size": F(int, min=1),
     "lr": F(float, min=0, min_open=True),
     "image_size": F(int, min=8),
-    "channels": F(list),
+    "channels": F(list, check=lambda v: None if v and all(isinstance(c, int) and c % 8 == 0 for c in v)
+                  else "must be a list of widths divisible by 8, e.g. [32, 64, 64]"),
+    "guidance_scale": F(float, min=0),
+    "sample_steps": F(int, min=1),
+    "checkpoint_every": F(int, min=1),
 }
 KIND_FIELDS = {"train": TRAIN, "generate": GENERATE, "train-generator": TRAIN_GENERATOR}
 # Fields whose string values may name another run (and then are dependencies).
-REF_FIELDS = ("init_from", "train", "eval", "source", "data", "exclude")
+REF_FIELDS = ("init_from", "train", "eval", "source", "data")
 DATASET_FIELDS = {"path": F(str), "train": F(str), "val": F(str), "notes": F(str)}
 
 
