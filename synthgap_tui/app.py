@@ -2,28 +2,163 @@
 
 from __future__ import annotations
 
-from textual.app import App
+import time
+from pathlib import Path
+from typing import Iterable
+
+from textual import work
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
 
 from synthgap_tui.gpu import NvmlMonitor
 from synthgap_tui.screens.runs import RunsScreen
-from synthgap_tui.store import RunStore
+from synthgap_tui.store import RunStore, StoreError
 from synthgap_tui.workspace import Workspace
 
 
 class SynthGapApp(App):
     CSS_PATH = "app.tcss"
     TITLE = "SynthGap"
+    BINDINGS = [
+        Binding("f12", "save_screen", "Screenshot", show=False),
+        Binding("q", "quit", "Quit"),
+    ]
 
-    def __init__(self, workspace: Workspace, gpu_monitor: NvmlMonitor | None = None) -> None:
+    def __init__(self, workspace: Workspace, gpu_monitor: NvmlMonitor | None = None,
+                 start_supervisor: bool = True) -> None:
         super().__init__()
         self.workspace = workspace.ensure()
         self.store = RunStore(workspace)
         self.gpu_monitor = gpu_monitor or NvmlMonitor()
+        self.start_supervisor = start_supervisor
         self.sub_title = str(workspace.root)
 
     def on_mount(self) -> None:
         self.push_screen(RunsScreen())
+        if self.start_supervisor:
+            self.wake_supervisor()
+
+    @work(thread=True, group="supervisor")
+    def wake_supervisor(self) -> None:
+        """Runs left queued (a reboot, a killed supervisor) start moving again."""
+        from synthgap_tui.supervisor import ensure_supervisor
+
+        if self.store.list(state=["queued", "starting", "running"]):
+            ensure_supervisor(self.workspace)
+
+    # -- navigation ----------------------------------------------------------
+    def open_run(self, run_id: str) -> None:
+        from synthgap_tui.screens.run_detail import RunScreen
+
+        self.push_screen(RunScreen(run_id))
+
+    def action_compose_experiment(self, text: str = "", path: Path | None = None) -> None:
+        from synthgap_tui.screens.compose import ComposeScreen
+
+        self.push_screen(ComposeScreen(text, path))
+
+    def open_composer_for_run(self, run_id: str) -> None:
+        from runners import protocol
+
+        spec = protocol.read_json(self.workspace.run_file(run_id, protocol.SPEC_FILE), {}) or {}
+        path = Path(spec.get("spec_file", ""))
+        if not path.is_file():
+            self.notify(f"the spec this run came from ({path}) is gone", severity="error")
+            return
+        self.action_compose_experiment(path.read_text())
+
+    def action_compare_selected(self) -> None:
+        from synthgap_tui.screens.compare import CompareScreen
+
+        screen = self.screen
+        ids = sorted(getattr(screen, "marked", set()))
+        title = f"{len(ids)} marked runs"
+        if not ids and isinstance(screen, RunsScreen):
+            current = screen.selected_run_id()
+            run = self.store.get(current) if current else None
+            if not run:
+                self.notify("mark runs with space, or put the cursor on a run of an experiment")
+                return
+            ids = [r["id"] for r in self.store.list(experiment=run.get("experiment"))]
+            title = run.get("experiment", "experiment")
+        self.push_screen(CompareScreen(ids, title))
+
+    def action_toggle_gpu_panel(self) -> None:
+        if isinstance(self.screen, RunsScreen):
+            self.screen.toggle_gpu_panel()
+
+    # -- actions on runs (blocking work in workers) ----------------------------
+    @work(thread=True, group="lifecycle")
+    def lifecycle_action(self, action: str, run_ids: list[str]) -> None:
+        from synthgap_tui import runs as lifecycle
+        from synthgap_tui.supervisor import ensure_supervisor
+
+        for run_id in run_ids:
+            try:
+                if action == "cancel":
+                    msg = lifecycle.cancel(self.store, run_id)
+                else:
+                    attempt = lifecycle.requeue(self.store, run_id, resume=action == "resume")
+                    ensure_supervisor(self.workspace)
+                    msg = f"queued again (attempt {attempt})"
+                self.call_from_thread(self.notify, f"{run_id}: {msg}")
+            except StoreError as e:
+                self.call_from_thread(self.notify, str(e), severity="error")
+
+    @work(thread=True, group="submit")
+    def submit_experiment(self, exp, text: str) -> None:
+        from synthgap_tui import runs as lifecycle
+        from synthgap_tui.specs import SpecError
+        from synthgap_tui.supervisor import ensure_supervisor
+
+        try:
+            ids = lifecycle.submit(exp, self.store, spec_text=text)
+        except (SpecError, StoreError) as e:
+            self.call_from_thread(self.notify, str(e), severity="error", timeout=10)
+            return
+        ensure_supervisor(self.workspace)
+        self.call_from_thread(self._after_submit, exp.name, len(ids))
+
+    def _after_submit(self, name: str, n: int) -> None:
+        self.notify(f"queued {n} run(s) of {name}")
+        while not isinstance(self.screen, RunsScreen):
+            self.pop_screen()
+
+    @work(thread=True, group="export")
+    def export_runs(self, run_ids: list[str], title: str) -> None:
+        from synthgap_tui import analysis
+
+        records = [r for r in (self.store.get(i) for i in run_ids) if r]
+        out = self.workspace.root / "exports" / time.strftime("%Y%m%d-%H%M%S")
+        try:
+            written = analysis.export(analysis.load_runs(self.workspace, records), out, title)
+        except OSError as e:
+            self.call_from_thread(self.notify, f"export failed: {e}", severity="error")
+            return
+        self.call_from_thread(self.notify, f"exported {len(written)} files to {out}", timeout=8)
+
+    def action_save_screen(self) -> None:
+        out = self.workspace.root / "exports"
+        out.mkdir(parents=True, exist_ok=True)
+        path = self.save_screenshot(path=str(out))
+        self.notify(f"screenshot saved to {path}")
+
+    # -- command palette -------------------------------------------------------
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Compose experiment", "Open the composer (c)", self.action_compose_experiment)
+        yield SystemCommand("Compare", "Compare marked runs, or the experiment under the cursor (x)",
+                            self.action_compare_selected)
+        yield SystemCommand("GPU panel", "Show or hide GPUs, CPU and RAM (g)", self.action_toggle_gpu_panel)
+        yield SystemCommand("Screenshot", "Save an SVG of the screen to exports/ (F12)", self.action_save_screen)
+        from synthgap_tui.presets import list_presets
+
+        for preset in list_presets():
+            yield SystemCommand(f"Preset: {preset.name}", f"Compose from the {preset.title} preset",
+                                lambda p=preset: self.action_compose_experiment(p.path.read_text()))
 
 
-def create_app(workspace: Workspace, gpu_monitor: NvmlMonitor | None = None) -> SynthGapApp:
-    return SynthGapApp(workspace, gpu_monitor=gpu_monitor)
+def create_app(workspace: Workspace, gpu_monitor: NvmlMonitor | None = None,
+               start_supervisor: bool = True) -> SynthGapApp:
+    return SynthGapApp(workspace, gpu_monitor=gpu_monitor, start_supervisor=start_supervisor)

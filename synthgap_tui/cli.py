@@ -67,7 +67,7 @@ def cmd_ls(args) -> int:
 def _state_markup(state: str) -> str:
     from synthgap_tui.formatting import STATE_STYLE
 
-    return f"[{STATE_STYLE.get(state, '')}]{state}[/]"
+    return f"[{STATE_STYLE.get(state, 'default')}]{state}[/]"
 
 
 def cmd_show(args) -> int:

@@ -13,28 +13,34 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from synthgap_tui import formatting as fm
+from runners.protocol import ACTIVE_STATES
 from synthgap_tui.formatting import STATE_STYLE
 from synthgap_tui.runfilter import RunFilter
+from synthgap_tui.widgets.gpu_panel import GpuPanel
+from synthgap_tui.widgets.runs_table import RunsTable
 
 COLUMNS = (
-    # key, title, cell text, sort key
-    ("name", "name", lambda r, now: r.get("name", r["id"]), lambda r: r.get("name", "")),
-    ("experiment", "experiment", lambda r, now: r.get("experiment", "-"), lambda r: r.get("experiment", "")),
-    ("kind", "kind", lambda r, now: r.get("kind", "-"), lambda r: r.get("kind", "")),
-    ("state", "state", lambda r, now: Text(r["state"], style=STATE_STYLE.get(r["state"], "")),
+    # key, title, width, cell, sort key. Fixed widths: DataTable then need not
+    # measure every cell of thousands of rows.
+    ("name", "name", 26, lambda r, now: Text(r.get("name", r["id"])), lambda r: r.get("name", "")),
+    ("experiment", "experiment", 16, lambda r, now: Text(r.get("experiment", "-")), lambda r: r.get("experiment", "")),
+    ("kind", "kind", 8, lambda r, now: r.get("kind", "-"), lambda r: r.get("kind", "")),
+    ("state", "state", 9, lambda r, now: Text(r["state"], style=STATE_STYLE.get(r["state"], "")),
      lambda r: r["state"]),
-    ("progress", "prog", lambda r, now: fm.fmt_progress(r), lambda r: r.get("progress") or 0),
-    ("top1", "top-1", lambda r, now: fm.fmt_top1(r), lambda r: fm.top1_of(r) or -1),
-    ("gpu", "gpu", lambda r, now: fm.fmt_gpus(r), lambda r: fm.fmt_gpus(r)),
-    ("started", "started", lambda r, now: fm.fmt_time(r.get("started")), lambda r: r.get("started") or 0),
-    ("duration", "time", lambda r, now: fm.fmt_duration(fm.run_duration(r, now)),
+    ("progress", "prog", 4, lambda r, now: fm.fmt_progress(r), lambda r: r.get("progress") or 0),
+    ("top1", "top-1", 9, lambda r, now: fm.fmt_top1(r), lambda r: fm.top1_of(r) or -1),
+    ("gpu", "gpu", 3, lambda r, now: fm.fmt_gpus(r), lambda r: fm.fmt_gpus(r)),
+    ("started", "started", 11, lambda r, now: fm.fmt_time(r.get("started")), lambda r: r.get("started") or 0),
+    ("duration", "time", 6, lambda r, now: fm.fmt_duration(fm.run_duration(r, now)),
      lambda r: fm.run_duration(r) or 0),
 )
 COLUMN_KEYS = [c[0] for c in COLUMNS]
 
 
 class RunsLoaded(Message):
-    def __init__(self, runs: list[dict]) -> None:
+    """The index's runs, or None when nothing changed since the last load."""
+
+    def __init__(self, runs: list[dict] | None) -> None:
         super().__init__()
         self.runs = runs
 
@@ -45,11 +51,18 @@ class RunsScreen(Screen):
         Binding("escape", "clear_filter", "Clear", show=False),
         Binding("s", "cycle_sort", "Sort"),
         Binding("space", "toggle_mark", "Mark"),
+        Binding("c", "app.compose_experiment", "Compose"),
+        Binding("x", "app.compare_selected", "Compare"),
+        Binding("g", "app.toggle_gpu_panel", "GPUs"),
+        Binding("k", "cancel_run", "Cancel"),
+        Binding("r", "resume_run", "Resume"),
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self.runs: dict[str, dict] = {}
+        self.shown: dict[str, list] = {}  # cells on screen, per run id
+        self._last_loaded: list[dict] | None = None
         self.marked: set[str] = set()
         self.filter = RunFilter()
         self.sort_index = 1  # experiment: runs of one experiment stay together
@@ -58,51 +71,72 @@ class RunsScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Input(placeholder="filter: words, state:running, kind:train,generate", id="filter")
-        yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+        yield RunsTable(id="runs", cursor_type="row", zebra_stripes=True)
+        yield GpuPanel(id="gpu-panel")
         yield Static("", id="runs-summary")
         yield Footer()
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        for key, title, *_ in COLUMNS:
-            table.add_column(title, key=key)
+        for key, title, width, *_ in COLUMNS:
+            table.add_column(title, key=key, width=width)
         table.focus()
         self.refresh_runs()
         self.set_interval(1.0, self.refresh_runs)
 
-    @work(thread=True, exclusive=True, group="runs-load")
     def refresh_runs(self) -> None:
-        # Reading the index parses JSON only when the file changed.
-        self.post_message(RunsLoaded(self.app.store.list()))
+        if self.is_active:  # a screen on top (run, compare) has the CPU to itself
+            self.load_runs()
+
+    @work(thread=True, exclusive=True, group="runs-load")
+    def load_runs(self) -> None:
+        # Reading the index parses JSON only when the file changed; an unchanged
+        # list only needs the clocks of active runs to tick.
+        runs = self.app.store.list()
+        self.post_message(RunsLoaded(runs if runs != self._last_loaded else None))
+        self._last_loaded = runs
 
     def on_runs_loaded(self, message: RunsLoaded) -> None:
+        if message.runs is None:
+            self.render_table(only_active=True)
+            return
         self.runs = {r["id"]: r for r in message.runs}
         self.render_table()
 
+    def on_screen_resume(self) -> None:
+        self.load_runs()
+
     def visible_runs(self) -> list[dict]:
-        key = COLUMNS[self.sort_index][3]
+        key = COLUMNS[self.sort_index][4]
         runs = [r for r in self.runs.values() if self.filter.matches(r)]
         runs.sort(key=lambda r: r["id"])
         runs.sort(key=key, reverse=self.sort_reverse)
         return runs
 
-    def render_table(self) -> None:
+    def render_table(self, only_active: bool = False) -> None:
         table = self.query_one(DataTable)
         now = time.time()
+        if only_active:
+            for r in self.runs.values():
+                if r["state"] in ACTIVE_STATES and r["id"] in self.shown:
+                    self._update_row(table, r, now)
+            return
         wanted = self.visible_runs()
         order = [r["id"] for r in wanted]
         current = [str(k.value) for k in table.rows]
         if current != order:
             cursor_key = current[table.cursor_row] if current and table.cursor_row < len(current) else None
             table.clear()
+            self.shown = {}
             for r in wanted:
-                table.add_row(*self._cells(r, now), key=r["id"])
+                cells = self._cells(r, now)
+                self.shown[r["id"]] = cells
+                table.add_row(*cells, key=r["id"])
             if cursor_key in order:
                 table.move_cursor(row=order.index(cursor_key))
         else:
             for r in wanted:
-                for key, cell in zip(COLUMN_KEYS, self._cells(r, now)):
-                    table.update_cell(r["id"], key, cell)
+                self._update_row(table, r, now)
         states: dict[str, int] = {}
         for r in self.runs.values():
             states[r["state"]] = states.get(r["state"], 0) + 1
@@ -112,11 +146,39 @@ class RunsScreen(Screen):
         self.query_one("#runs-summary", Static).update(
             empty or f"{len(wanted)} of {len(self.runs)} runs  |  {counts}{marked}")
 
+    def _update_row(self, table: DataTable, run: dict, now: float) -> None:
+        """Update only the cells that changed since the last render."""
+        cells = self._cells(run, now)
+        old = self.shown.get(run["id"])
+        for i, (key, cell) in enumerate(zip(COLUMN_KEYS, cells)):
+            if old is None or old[i] != cell:
+                table.update_cell(run["id"], key, cell)
+        self.shown[run["id"]] = cells
+
     def _cells(self, run: dict, now: float) -> list:
-        cells = [fn(run, now) for _, _, fn, _ in COLUMNS]
+        # Names are Text, not str: "freeze[freeze_layers=3]" is not markup.
+        cells = [fn(run, now) for _, _, _, fn, _ in COLUMNS]
         if run["id"] in self.marked:
-            cells[0] = Text("● " + str(cells[0]), style="bold")
+            cells[0] = Text("● " + cells[0].plain, style="bold")
         return cells
+
+    @on(DataTable.RowSelected, "#runs")
+    def row_selected(self, event: DataTable.RowSelected) -> None:
+        self.app.open_run(str(event.row_key.value))
+
+    def toggle_gpu_panel(self) -> None:
+        panel = self.query_one(GpuPanel)
+        panel.display = not panel.display
+
+    def _targets(self) -> list[str]:
+        current = self.selected_run_id()
+        return sorted(self.marked) or ([current] if current else [])
+
+    def action_cancel_run(self) -> None:
+        self.app.lifecycle_action("cancel", self._targets())
+
+    def action_resume_run(self) -> None:
+        self.app.lifecycle_action("resume", self._targets())
 
     @on(Input.Changed, "#filter")
     def filter_changed(self, event: Input.Changed) -> None:

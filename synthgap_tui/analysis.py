@@ -1,0 +1,244 @@
+"""Results as the papers show them: tables of mean ± std, sweep plots, curves.
+
+Pure functions over run records, specs and epoch histories, shared by the
+compare screen, the run screen and ``synthgap export``. matplotlib is
+imported only when a figure is written.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runners import protocol
+from synthgap_tui.workspace import Workspace
+
+# Sweep keys whose values read better on a log axis, and get the paper's
+# least-squares fit top1 = a * log(x) + b (Mind the Gap, Fig. 3).
+LOG_KEYS = {"fraction"}
+
+
+@dataclass
+class RunData:
+    record: dict
+    spec: dict
+    epochs: list[dict] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.record.get("name", self.record["id"])
+
+    @property
+    def base(self) -> str:
+        return self.name.split("[", 1)[0]
+
+    @property
+    def summary(self) -> dict:
+        return self.record.get("summary") or {}
+
+
+def load_runs(ws: Workspace, records: list[dict]) -> list[RunData]:
+    """Spec and epoch history of each run (reads files: call from a worker)."""
+    out = []
+    for r in records:
+        spec = protocol.read_json(ws.run_file(r["id"], protocol.SPEC_FILE), {}) or {}
+        epochs = [e for e in protocol.read_events(ws.events_path(r["id"])) if e["type"] == protocol.EPOCH]
+        out.append(RunData(r, spec, _last_attempt(epochs)))
+    return out
+
+
+def _last_attempt(epochs: list[dict]) -> list[dict]:
+    """A resumed run may repeat epochs: keep the latest record of each."""
+    by_epoch = {}
+    for e in epochs:
+        by_epoch[e.get("epoch")] = e
+    return [by_epoch[k] for k in sorted(by_epoch, key=lambda k: (k is None, k))]
+
+
+def fmt_pm(mean, std, digits: int = 1) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if std is not None else f"{mean:.{digits}f}"
+
+
+TABLE_HEADER = ["Experiment", "Top-1 Acc. (%)", "Top-5 Acc. (%)", "Train Loss"]
+
+
+def results_table(runs: list[RunData]) -> list[list[str]]:
+    """Rows shaped like the paper's Tables 1-4 (mean ± std over the last epochs)."""
+    rows = []
+    for r in runs:
+        s = r.summary
+        rows.append([r.name, fmt_pm(s.get("top1_mean"), s.get("top1_std")),
+                     fmt_pm(s.get("top5_mean"), s.get("top5_std")),
+                     fmt_pm(s.get("train_loss_mean"), s.get("train_loss_std"), 3)])
+    return rows
+
+
+def to_csv(header: list[str], rows: list[list[str]]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf).writerows([header, *rows])
+    return buf.getvalue()
+
+
+def to_markdown(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class Sweep:
+    """top-1 against one swept value, per series, with the other runs as baselines."""
+
+    key: str
+    series: dict[str, list[tuple[float, float, float]]]  # base name -> [(x, top1 mean, std)]
+    baselines: dict[str, float]  # run name -> top-1 mean
+    fits: dict[str, tuple[float, float]]  # base name -> (a, b) of a*log(x)+b
+
+    @property
+    def log_x(self) -> bool:
+        return self.key in LOG_KEYS
+
+
+def find_sweep(runs: list[RunData]) -> Sweep | None:
+    """The sweep among these runs: the key most of them vary over (freeze_layers for
+    the layer-freeze figure, fraction for data reduction, guidance_scale, …)."""
+    counts: dict[str, int] = {}
+    for r in runs:
+        for key in (r.spec.get("sweep") or {}):
+            counts[key] = counts.get(key, 0) + 1
+    if not counts:
+        return None
+    key = max(counts, key=lambda k: (counts[k], k == "freeze_layers"))
+    series: dict[str, list] = {}
+    baselines = {}
+    for r in runs:
+        top1 = r.summary.get("top1_mean")
+        if top1 is None:
+            continue
+        value = (r.spec.get("sweep") or {}).get(key)
+        if isinstance(value, (int, float)):
+            series.setdefault(r.base, []).append((float(value), top1, r.summary.get("top1_std") or 0.0))
+        else:
+            baselines[r.name] = top1
+    for points in series.values():
+        points.sort()
+    fits = {}
+    if key in LOG_KEYS:
+        for name, points in series.items():
+            fit = log_fit([p[0] for p in points], [p[1] for p in points])
+            if fit:
+                fits[name] = fit
+    return Sweep(key, series, baselines, fits)
+
+
+def log_fit(xs: list[float], ys: list[float]) -> tuple[float, float] | None:
+    """Least squares y = a * log(x) + b (a first-degree polynomial in log x)."""
+    pts = [(math.log(x), y) for x, y in zip(xs, ys) if x > 0]
+    if len(pts) < 2:
+        return None
+    n = len(pts)
+    mx = sum(p[0] for p in pts) / n
+    my = sum(p[1] for p in pts) / n
+    sxx = sum((p[0] - mx) ** 2 for p in pts)
+    if sxx == 0:
+        return None
+    a = sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx
+    return a, my - a * mx
+
+
+def downsample(xs: list[float], ys: list[float], width: int) -> tuple[list[float], list[float]]:
+    """At most ``width`` points: the mean of each bucket (charts never need more)."""
+    n = len(xs)
+    if n <= width or width <= 0:
+        return list(xs), list(ys)
+    out_x, out_y = [], []
+    for b in range(width):
+        lo, hi = b * n // width, (b + 1) * n // width
+        if hi > lo:
+            out_x.append(sum(xs[lo:hi]) / (hi - lo))
+            out_y.append(sum(ys[lo:hi]) / (hi - lo))
+    return out_x, out_y
+
+
+# -- figures (matplotlib, Agg) ------------------------------------------------
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def sweep_figure(sweep: Sweep, title: str):
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for name, points in sweep.series.items():
+        xs, ys, ss = zip(*points)
+        ax.errorbar(xs, ys, yerr=ss, marker="o", capsize=3, label=name)
+        if name in sweep.fits:
+            a, b = sweep.fits[name]
+            grid = [min(xs) * (max(xs) / min(xs)) ** (i / 50) for i in range(51)]
+            ax.plot(grid, [a * math.log(x) + b for x in grid], "--", alpha=0.7,
+                    label=f"{name}: {a:.2f} log(x) + {b:.2f}")
+    for name, top1 in sweep.baselines.items():
+        ax.axhline(top1, linestyle=":", label=name)
+    if sweep.log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel({"freeze_layers": "layers transferred and frozen (N)",
+                   "fraction": "fraction of real training data"}.get(sweep.key, sweep.key))
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def curves_figure(runs: list[RunData], metric: str = "top1", title: str = ""):
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for r in runs:
+        pts = [(e["epoch"], e[metric]) for e in r.epochs if e.get(metric) is not None]
+        if pts:
+            ax.plot(*zip(*pts), label=r.name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel({"top1": "top-1 accuracy (%)", "top5": "top-5 accuracy (%)"}.get(metric, metric))
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if runs:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def export(runs: list[RunData], out_dir: Path, title: str) -> list[Path]:
+    """CSV and Markdown tables, PNG and SVG figures of these runs into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = results_table(runs)
+    written = []
+    for name, text in (("results.csv", to_csv(TABLE_HEADER, rows)), ("results.md", to_markdown(TABLE_HEADER, rows))):
+        (out_dir / name).write_text(text)
+        written.append(out_dir / name)
+    curve_rows = [[r.name, e["epoch"], e.get("top1"), e.get("top5"), e.get("train_loss"), e.get("val_loss")]
+                  for r in runs for e in r.epochs]
+    (out_dir / "epochs.csv").write_text(to_csv(["run", "epoch", "top1", "top5", "train_loss", "val_loss"],
+                                               curve_rows))
+    written.append(out_dir / "epochs.csv")
+    figures = {"curves": curves_figure(runs, "top1", title)}
+    sweep = find_sweep(runs)
+    if sweep and sweep.series:
+        figures["sweep"] = sweep_figure(sweep, title)
+    plt = _pyplot()
+    for stem, fig in figures.items():
+        for ext in ("png", "svg"):
+            path = out_dir / f"{stem}.{ext}"
+            fig.savefig(path)
+            written.append(path)
+        plt.close(fig)
+    return written

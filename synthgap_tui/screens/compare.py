@@ -1,0 +1,96 @@
+"""Compare runs: curves overlaid, the sweep figure (top-1 against N or the real
+fraction, with baselines and the log fit), and a table of mean ± std."""
+
+from __future__ import annotations
+
+import math
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
+
+from synthgap_tui import analysis
+from synthgap_tui.widgets.charts import LineChart
+
+
+class RunsData(Message):
+    def __init__(self, runs: list[analysis.RunData]) -> None:
+        super().__init__()
+        self.runs = runs
+
+
+class CompareScreen(Screen):
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("e", "export", "Export"),
+    ]
+
+    def __init__(self, run_ids: list[str], title: str = "comparison") -> None:
+        super().__init__()
+        self.run_ids = run_ids
+        self.title_text = title
+        self.data: list[analysis.RunData] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("", id="compare-title")
+        with TabbedContent(id="compare-tabs"):
+            with TabPane("Sweep", id="tab-sweep"):
+                yield LineChart("top-1 against the swept value", "", "top-1 %", id="chart-sweep")
+                yield Static("", id="sweep-notes")
+            with TabPane("Curves", id="tab-curves"):
+                yield LineChart("top-1 per epoch", "epoch", "top-1 %", id="chart-curves")
+            with TabPane("Table", id="tab-table"):
+                yield DataTable(id="compare-table", cursor_type="row")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#compare-table", DataTable)
+        for col in analysis.TABLE_HEADER:
+            table.add_column(col, key=col)
+        self.load()
+
+    @work(thread=True, exclusive=True, group="compare-load")
+    def load(self) -> None:
+        records = [r for r in (self.app.store.get(i) for i in self.run_ids) if r]
+        self.post_message(RunsData(analysis.load_runs(self.app.workspace, records)))
+
+    def on_runs_data(self, msg: RunsData) -> None:
+        self.data = msg.runs
+        done = sum(1 for r in self.data if r.summary.get("top1_mean") is not None)
+        self.query_one("#compare-title", Static).update(
+            f"{self.title_text}: {len(self.data)} runs, {done} with final results")
+        self.query_one("#chart-curves", LineChart).set_series(
+            {r.name: ([e["epoch"] for e in r.epochs], [e.get("top1") for e in r.epochs]) for r in self.data})
+        table = self.query_one("#compare-table", DataTable)
+        table.clear()
+        for row in analysis.results_table(self.data):
+            table.add_row(*(Text(c) for c in row))
+        self.render_sweep()
+
+    def render_sweep(self) -> None:
+        chart = self.query_one("#chart-sweep", LineChart)
+        notes = self.query_one("#sweep-notes", Static)
+        sweep = analysis.find_sweep(self.data)
+        if sweep is None or not sweep.series:
+            chart.set_series({})
+            notes.update("No sweep among these runs with final results yet.")
+            return
+        chart.xlabel = sweep.key
+        chart.log_x = sweep.log_x
+        series = {name: ([p[0] for p in pts], [p[1] for p in pts]) for name, pts in sweep.series.items()}
+        for name, (a, b) in sweep.fits.items():
+            xs = series[name][0]
+            grid = [min(xs) * (max(xs) / min(xs)) ** (i / 20) for i in range(21)] if min(xs) > 0 else xs
+            series[f"fit {name}"] = (grid, [a * math.log(x) + b for x in grid])
+        chart.set_series(series, hlines=sweep.baselines)
+        lines = [f"baseline {n}: {v:.1f}" for n, v in sweep.baselines.items()]
+        lines += [f"fit {n}: top-1 = {a:.2f}·log(x) + {b:.2f}" for n, (a, b) in sweep.fits.items()]
+        notes.update("  ·  ".join(lines))
+
+    def action_export(self) -> None:
+        self.app.export_runs(self.run_ids, title=self.title_text)

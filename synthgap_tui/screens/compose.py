@@ -1,0 +1,168 @@
+"""Compose an experiment: start from a preset or a saved spec, edit its TOML with
+inline validation (the validator `synthgap submit` uses), see the expanded runs
+and an estimate of GPU hours, save, submit."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rich.markup import escape
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Select, Static, TextArea
+
+from synthgap_tui import runs as lifecycle
+from synthgap_tui.presets import list_presets
+from synthgap_tui.specs import Experiment, SpecError, parse_spec
+
+DEBOUNCE_S = 0.3
+
+
+class Validated(Message):
+    def __init__(self, text: str, exp: Experiment | None, problems: list[str], warnings: list[str],
+                 estimate: str) -> None:
+        super().__init__()
+        self.text, self.exp, self.problems, self.warnings, self.estimate = text, exp, problems, warnings, estimate
+
+
+def estimate_hours(exp: Experiment, finished: list[dict]) -> str:
+    """GPU hours from the throughput of earlier finished runs of the workspace:
+    seconds per epoch for train runs of the same arch, seconds per run otherwise."""
+    per_epoch: dict[str, list[float]] = {}
+    per_run: dict[str, list[float]] = {}
+    for r in finished:
+        if not (r.get("started") and r.get("ended")):
+            continue
+        seconds = r["ended"] - r["started"]
+        epochs = (r.get("summary") or {}).get("epochs")
+        arch = ((r.get("summary") or {}).get("config") or {}).get("arch")
+        if r.get("kind") == "train" and epochs and arch:
+            per_epoch.setdefault(arch, []).append(seconds / epochs)
+        per_run.setdefault(r.get("kind"), []).append(seconds)
+    total, known = 0.0, 0
+    for run in exp.runs:
+        gpus = max(1, run.params.get("gpus", 1))
+        arch = run.params.get("arch", "resnet50")
+        if run.kind == "train" and arch in per_epoch and run.params.get("epochs"):
+            rate = sum(per_epoch[arch]) / len(per_epoch[arch])
+            total += rate * run.params["epochs"] * gpus
+            known += 1
+        elif per_run.get(run.kind):
+            total += sum(per_run[run.kind]) / len(per_run[run.kind]) * gpus
+            known += 1
+    if not known:
+        return "GPU hours: no finished runs in this workspace to estimate from yet"
+    return (f"≈ {total / 3600:.2f} GPU hours for {known} of {len(exp.runs)} runs "
+            f"(from {len(finished)} finished runs of this workspace)")
+
+
+class ComposeScreen(Screen):
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back", priority=True),
+        Binding("ctrl+s", "save", "Save"),
+        Binding("ctrl+g", "submit", "Submit"),
+    ]
+
+    def __init__(self, text: str = "", path: Path | None = None) -> None:
+        super().__init__()
+        self.initial_text = text
+        self.path = path
+        self.exp: Experiment | None = None
+        self.problems: list[str] = ["(not validated yet)"]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        options = [(f"preset: {p.name}", str(p.path)) for p in list_presets()]
+        saved = sorted(self.app.workspace.specs_dir.glob("*.toml"), reverse=True)
+        options += [(f"saved: {p.name}", str(p)) for p in saved[:50]]
+        yield Select(options, prompt="start from a preset or a saved spec", id="compose-source")
+        with Horizontal(id="compose-body"):
+            yield TextArea(self.initial_text, id="compose-editor", show_line_numbers=True, tab_behavior="indent")
+            with Vertical(id="compose-side"):
+                yield Static("", id="compose-status")
+                yield DataTable(id="compose-runs", cursor_type="row")
+                yield Static("", id="compose-estimate")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#compose-runs", DataTable)
+        for col in ("run", "kind", "after"):
+            table.add_column(col, key=col)
+        self.query_one(TextArea).focus()
+        self.validate_text(self.initial_text)
+
+    @on(Select.Changed, "#compose-source")
+    def source_chosen(self, event: Select.Changed) -> None:
+        if event.value is Select.BLANK:
+            return
+        path = Path(str(event.value))
+        try:
+            text = path.read_text()
+        except OSError as e:
+            self.notify(f"cannot read {path}: {e.strerror}", severity="error")
+            return
+        self.path = path if path.parent == self.app.workspace.specs_dir else None
+        self.query_one(TextArea).load_text(text)
+
+    @on(TextArea.Changed)
+    def text_changed(self, event: TextArea.Changed) -> None:
+        self.validate_text(event.text_area.text)
+
+    @work(thread=True, exclusive=True, group="compose-validate")
+    def validate_text(self, text: str) -> None:
+        time.sleep(DEBOUNCE_S)  # a newer keystroke cancels this worker first
+        from textual.worker import get_current_worker
+
+        if get_current_worker().is_cancelled:
+            return
+        exp, problems, warnings, estimate = None, [], [], ""
+        if not text.strip():
+            problems = ["empty spec: choose a preset above, or type one"]
+        else:
+            try:
+                exp = parse_spec(text, source=self.path.name if self.path else "spec",
+                                 base_dir=self.path.parent if self.path else Path.cwd())
+                _, warnings = lifecycle.plan(exp, self.app.workspace)
+                estimate = estimate_hours(exp, self.app.store.list(state="finished"))
+            except SpecError as e:
+                problems = e.problems
+        self.post_message(Validated(text, exp, problems, warnings, estimate))
+
+    def on_validated(self, msg: Validated) -> None:
+        self.exp, self.problems = msg.exp, msg.problems
+        status = self.query_one("#compose-status", Static)
+        if msg.problems:
+            status.update("[red]✗[/] " + "\n[red]✗[/] ".join(escape(p) for p in msg.problems[:12]))
+        else:
+            lines = [f"[green]✓[/] {escape(msg.exp.name)}: {len(msg.exp.runs)} run(s)"]
+            lines += [f"[yellow]![/] {escape(w)}" for w in msg.warnings[:6]]
+            status.update("\n".join(lines))
+        table = self.query_one("#compose-runs", DataTable)
+        table.clear()
+        for run in (msg.exp.runs if msg.exp else []):
+            table.add_row(Text(run.name), run.kind, Text(", ".join(run.deps) or "-"))
+        self.query_one("#compose-estimate", Static).update(escape(msg.estimate))
+
+    def action_save(self) -> None:
+        text = self.query_one(TextArea).text
+        name = self.exp.name if self.exp else "draft"
+        if self.path is None:
+            safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in name)[:60]
+            self.path = self.app.workspace.specs_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{safe}.toml"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text(text)
+        tmp.replace(self.path)
+        self.notify(f"saved {self.path}")
+
+    def action_submit(self) -> None:
+        if self.exp is None or self.problems:
+            self.notify("fix the spec first: " + (self.problems[0] if self.problems else ""), severity="error")
+            return
+        self.app.submit_experiment(self.exp, self.query_one(TextArea).text)

@@ -1,0 +1,192 @@
+"""One run, live: progress and ETA, loss and lr, top-1/top-5 per epoch, images/s,
+GPU memory, the log and the spec. Re-attaches by reading events from byte 0."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from rich.markup import escape
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import (DataTable, Footer, Header, Log, ProgressBar, Static, TabbedContent, TabPane)
+from textual.worker import get_current_worker
+
+from runners import protocol
+from synthgap_tui import formatting as fm
+from synthgap_tui.tail import RunHistory, tail_lines
+from synthgap_tui.widgets.charts import LineChart
+
+POLL_S = 0.5
+CHART_INTERVAL_S = 1.0
+
+
+class EventsArrived(Message):
+    """A batch of new events: one message per poll, however fast the runner writes."""
+
+    def __init__(self, events: list[dict], record: dict | None, stdout: list[str] | None) -> None:
+        super().__init__()
+        self.events, self.record, self.stdout = events, record, stdout
+
+
+class RunScreen(Screen):
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("k", "cancel_run", "Cancel"),
+        Binding("r", "resume_run", "Resume"),
+        Binding("l", "clone", "Clone to composer"),
+        Binding("e", "export", "Export"),
+    ]
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__()
+        self.run_id = run_id
+        self.history = RunHistory()
+        self.record: dict = {}
+        self.spec: dict = {}
+        self.pending_steps = False
+        self.last_chart_draw = 0.0
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Vertical(id="run-head"):
+            yield Static("", id="run-title")
+            with Horizontal(id="run-progress-row"):
+                yield ProgressBar(total=100, show_eta=False, id="run-progress")
+                yield Static("", id="run-eta")
+        with TabbedContent(id="run-tabs"):
+            with TabPane("Live", id="tab-live"):
+                with Horizontal(classes="chart-row"):
+                    yield LineChart("train loss", "step", id="chart-loss")
+                    yield LineChart("top-1 / top-5 per epoch", "epoch", "%", id="chart-acc")
+                with Horizontal(classes="chart-row"):
+                    yield LineChart("learning rate", "step", id="chart-lr")
+                    yield LineChart("images/s  ·  GPU memory (GiB)", "step", id="chart-rate")
+            with TabPane("Epochs", id="tab-epochs"):
+                yield DataTable(id="epochs", cursor_type="row")
+            with TabPane("Log", id="tab-log"):
+                yield Log(id="run-log", max_lines=2000)
+            with TabPane("Spec", id="tab-spec"):
+                yield Static("", id="run-spec")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#epochs", DataTable)
+        for col in ("epoch", "stage", "train loss", "val loss", "top-1", "top-5", "img/s", "skipped"):
+            table.add_column(col, key=col)
+        self.spec = protocol.read_json(self.app.workspace.run_file(self.run_id, protocol.SPEC_FILE), {}) or {}
+        self.query_one("#run-spec", Static).update(escape(json.dumps(self.spec, indent=2)))
+        self.follow()
+
+    @work(thread=True, exclusive=True, group="run-follow")
+    def follow(self) -> None:
+        """Tail events.jsonl from byte 0 (the whole history), then as it grows."""
+        me = get_current_worker()
+        ws = self.app.workspace
+        reader = protocol.EventReader(ws.events_path(self.run_id))
+        stdout_path = ws.run_file(self.run_id, protocol.STDOUT_FILE)
+        status_path = ws.run_file(self.run_id, protocol.STATUS_FILE)
+        # The index can be large and rewritten often; this run's own small files
+        # say everything the screen shows.
+        base = {**(self.app.store.get(self.run_id) or {}), **self.spec_identity()}
+        last_stdout = last_status = None
+        while not me.is_cancelled:
+            events = reader.read_new()
+            record = None
+            try:
+                mtime = status_path.stat().st_mtime
+            except FileNotFoundError:
+                mtime = None
+            if mtime != last_status:
+                last_status = mtime
+                record = {**base, **(protocol.read_json(status_path, {}) or {})}
+            stdout = None
+            try:
+                mtime = stdout_path.stat().st_mtime
+            except FileNotFoundError:
+                mtime = None
+            if mtime != last_stdout:
+                last_stdout, stdout = mtime, tail_lines(stdout_path, 200)
+            self.post_message(EventsArrived(events, record, stdout))
+            time.sleep(POLL_S)
+
+    def spec_identity(self) -> dict:
+        return {k: self.spec[k] for k in ("name", "kind", "experiment") if k in self.spec}
+
+    def on_events_arrived(self, message: EventsArrived) -> None:
+        if message.record:
+            self.record = message.record
+        if not (message.events or message.record or message.stdout is not None):
+            return
+        self.history.add(message.events)
+        self.pending_steps |= any(e["type"] in (protocol.TRAIN_STEP, protocol.GPU) for e in message.events)
+        new_epochs = any(e["type"] == protocol.EPOCH for e in message.events)
+        # Step charts are the costly part: redraw them at most once a second.
+        now = time.monotonic()
+        redraw_steps = self.pending_steps and now - self.last_chart_draw >= CHART_INTERVAL_S
+        if redraw_steps:
+            self.pending_steps, self.last_chart_draw = False, now
+        self.render_run(new_epochs=new_epochs, new_steps=redraw_steps)
+        if message.stdout is not None:
+            log = self.query_one("#run-log", Log)
+            log.clear()
+            log.write_lines(self.history.logs[-50:] + ["── stdout.log ──"] + message.stdout)
+
+    def render_run(self, new_epochs: bool = True, new_steps: bool = True) -> None:
+        r, h = self.record, self.history
+        state = r.get("state", "…")
+        title = Text("  ").join([
+            Text(r.get("name", self.run_id), style="bold"), Text(self.run_id, style="dim"),
+            Text(state, style=fm.STATE_STYLE.get(state, "")), Text(r.get("kind", "")),
+            Text(f"gpu {fm.fmt_gpus(r)}"), Text(fm.fmt_duration(fm.run_duration(r)))])
+        if r.get("error"):
+            title.append(f"\n{r['error']}", style="red")
+        self.query_one("#run-title", Static).update(title)
+        p = h.progress
+        done, total = p.get("done", 0), p.get("total") or 0
+        bar = self.query_one("#run-progress", ProgressBar)
+        bar.update(total=total or 100, progress=(done if total else (100 if state == protocol.FINISHED else 0)))
+        eta = p.get("eta")
+        rate = h.rate[-1] if h.rate else p.get("rate")
+        self.query_one("#run-eta", Static).update(
+            f"{done}/{total} {p.get('unit', '')}  ETA {fm.fmt_duration(eta) if eta is not None and state == 'running' else '-'}"
+            f"  {rate or '-'} img/s" if total else "")
+        if new_steps:
+            self.query_one("#chart-loss", LineChart).set_series({"loss": (h.steps, h.loss)})
+            self.query_one("#chart-lr", LineChart).set_series({"lr": (h.steps, h.lr)})
+            rate_series = {"img/s": (h.steps, h.rate)}
+            for idx, mem in h.gpu_mem.items():
+                rate_series[f"GPU{idx} GiB"] = (h.steps[-len(mem):] if len(h.steps) >= len(mem)
+                                                else list(range(len(mem))), mem)
+            self.query_one("#chart-rate", LineChart).set_series(rate_series)
+        if new_epochs:
+            ep = [e.get("epoch") for e in h.epochs]
+            self.query_one("#chart-acc", LineChart).set_series(
+                {"top-1": (ep, [e.get("top1") for e in h.epochs]), "top-5": (ep, [e.get("top5") for e in h.epochs])})
+            table = self.query_one("#epochs", DataTable)
+            table.clear()
+            for e in h.epochs:
+                table.add_row(*(str(x) if not isinstance(x, float) else f"{x:.3f}" for x in (
+                    e.get("epoch"), e.get("stage", 0), e.get("train_loss"), e.get("val_loss"), e.get("top1"),
+                    e.get("top5"), e.get("images_per_s"), e.get("skipped", 0))))
+
+    def action_cancel_run(self) -> None:
+        self.app.lifecycle_action("cancel", [self.run_id])
+
+    def action_resume_run(self) -> None:
+        self.app.lifecycle_action("resume", [self.run_id])
+
+    def action_clone(self) -> None:
+        self.app.open_composer_for_run(self.run_id)
+
+    def action_export(self) -> None:
+        self.app.export_runs([self.run_id], title=self.record.get("name", self.run_id))
+
+    @on(TabbedContent.TabActivated)
+    def tab_changed(self) -> None:
+        self.render_run()

@@ -1,0 +1,184 @@
+"""The app driven with Pilot: every screen, the GPU panel on fake NVML, and the main flow."""
+
+import asyncio
+import time
+
+import pytest
+
+from fakes import FakeNvml
+from supervised import make_workspace, spec_text
+from synthgap_tui.app import create_app
+from synthgap_tui.gpu import NvmlMonitor
+from synthgap_tui.screens.compare import CompareScreen
+from synthgap_tui.screens.compose import ComposeScreen
+from synthgap_tui.screens.run_detail import RunScreen
+from synthgap_tui.screens.runs import RunsScreen
+from synthgap_tui.store import RunStore
+from synthgap_tui.workspace import Workspace
+from tui_fixtures import build_workspace
+
+
+async def wait_until(pilot, predicate, timeout=30.0, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        await pilot.pause(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def fixture_ws(tmp_path):
+    return build_workspace(tmp_path / "ws")
+
+
+def app_for(ws, gpus=0, **kw):
+    return create_app(ws, gpu_monitor=NvmlMonitor(FakeNvml(count=gpus, **kw)), start_supervisor=False)
+
+
+def test_runs_screen_filters_sorts_and_marks(fixture_ws):
+    async def go():
+        app = app_for(fixture_ws)
+        async with app.run_test(size=(100, 30)) as pilot:
+            screen = app.screen
+            await wait_until(pilot, lambda: screen.query_one("#runs").row_count == 13, what="13 rows")
+            await pilot.press("slash", *"state:failed")
+            await wait_until(pilot, lambda: screen.query_one("#runs").row_count == 1, what="filter")
+            await pilot.press("escape")
+            await wait_until(pilot, lambda: screen.query_one("#runs").row_count == 13, what="cleared")
+            await pilot.press("slash", *"freeze_layers", "enter")
+            assert screen.query_one("#runs").row_count == 5
+            await pilot.press("space", "down", "space")
+            assert len(screen.marked) == 2
+            await pilot.press("s")
+            assert screen.sort_index == 2
+    asyncio.run(go())
+
+
+def test_run_screen_shows_history_of_a_finished_run(fixture_ws):
+    async def go():
+        app = app_for(fixture_ws)
+        run = next(r for r in RunStore(fixture_ws).list() if r["name"] == "real-only")
+        async with app.run_test(size=(100, 30)) as pilot:
+            app.open_run(run["id"])
+            await wait_until(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.history.epochs,
+                             what="epochs loaded")
+            screen = app.screen
+            assert len(screen.history.epochs) == 6 and len(screen.history.loss) == 30
+            assert screen.query_one("#chart-acc").series["top-1"][1][-1] == 87.8
+            assert screen.query_one("#epochs").row_count == 6
+            await pilot.press("escape")
+            assert isinstance(app.screen, RunsScreen)
+    asyncio.run(go())
+
+
+def test_compare_screen_finds_the_layer_freeze_sweep_and_baselines(fixture_ws):
+    async def go():
+        app = app_for(fixture_ws)
+        async with app.run_test(size=(100, 30)) as pilot:
+            ids = [r["id"] for r in RunStore(fixture_ws).list(experiment="layer-freeze")]
+            app.push_screen(CompareScreen(ids, "layer-freeze"))
+            await wait_until(pilot, lambda: app.screen.data, what="runs loaded")
+            chart = app.screen.query_one("#chart-sweep")
+            assert chart.xlabel == "freeze_layers"
+            assert chart.series["freeze"][0] == [4.0, 8.0, 12.0, 16.0, 17.0]
+            assert set(chart.hlines) == {"real-only", "synth-only"}
+            assert app.screen.query_one("#compare-table").row_count == 7
+    asyncio.run(go())
+
+
+def test_compose_screen_validates_inline(fixture_ws):
+    async def go():
+        app = app_for(fixture_ws)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press("c")
+            assert isinstance(app.screen, ComposeScreen)
+            editor = app.screen.query_one("#compose-editor")
+            editor.load_text('[experiment]\nname = "x"\n[runs.a]\nkind = "trian"\n')
+            await wait_until(pilot, lambda: app.screen.problems and "trian" in app.screen.problems[0],
+                             what="error shown")
+            editor.load_text('[experiment]\nname = "x"\n[runs.g]\nkind = "generate"\n[runs.g.sweep]\n'
+                             'guidance_scale = [1.0, 2.0]\n')
+            await wait_until(pilot, lambda: not app.screen.problems, what="valid")
+            assert app.screen.query_one("#compose-runs").row_count == 2
+            assert "GPU hours" in str(app.screen.query_one("#compose-estimate").render())
+            await pilot.press("ctrl+s")
+            assert list(fixture_ws.specs_dir.glob("*.toml"))
+            await pilot.press("escape")
+            assert isinstance(app.screen, RunsScreen)
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize("nvml, rows, notice", [
+    (FakeNvml(count=0), 0, "No GPUs found"),
+    (FakeNvml(count=1), 1, ""),
+    (FakeNvml(count=8), 8, ""),
+    (FakeNvml(fail_init=True), 0, "GPU monitoring unavailable"),
+    (FakeNvml(count=2, fail_count=True), 0, "GPU is lost"),
+])
+def test_gpu_panel_with_fake_nvml(fixture_ws, nvml, rows, notice):
+    async def go():
+        app = create_app(fixture_ws, gpu_monitor=NvmlMonitor(nvml), start_supervisor=False)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press("g")
+            panel = app.screen.query_one("#gpu-panel")
+            await wait_until(pilot, lambda: "RAM" in str(panel.query_one("#gpu-host").render()), what="sample")
+            assert panel.display
+            assert panel.query_one("#gpu-table").row_count == rows
+            assert notice in str(panel.query_one("#gpu-notice").render())
+    asyncio.run(go())
+
+
+def test_main_flow_compose_submit_watch_compare_export(tmp_path):
+    ws_root = make_workspace(tmp_path, cpu_slots=3)
+    import os
+
+    os.environ["FAKE_STEP_S"] = "0.15"
+    data = tmp_path / "data"
+    preset = (__import__("synthgap_tui.presets", fromlist=["x"]).PRESET_DIR / "mtg-data-reduction.toml").read_text()
+    text = preset.replace("/data/imagenet100", str(data))
+
+    async def go():
+        app = create_app(Workspace(ws_root), gpu_monitor=NvmlMonitor(FakeNvml(count=0)))
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press("c")
+            compose = app.screen
+            compose.query_one("#compose-editor").load_text(text)
+            await wait_until(pilot, lambda: compose.exp is not None and not compose.problems, what="valid preset")
+            assert len(compose.exp.runs) == 12
+            await pilot.press("ctrl+g")
+            await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen), what="back on runs")
+            runs = app.screen
+            await wait_until(pilot, lambda: runs.query_one("#runs").row_count == 12, what="12 runs listed")
+            assert {r["state"] for r in runs.runs.values()} <= {"queued", "starting", "running", "finished"}
+            store = RunStore(ws_root)
+            await wait_until(pilot, lambda: store.list(state="running"), what="a run running")
+            running = store.list(state="running")[0]["id"]
+            app.open_run(running)
+            detail = app.screen
+            await wait_until(pilot, lambda: detail.history.progress, what="progress streamed")
+            first = detail.history.progress["done"]
+            await wait_until(pilot, lambda: detail.history.progress["done"] > first or detail.history.final,
+                             what="progress moved")
+            assert detail.query_one("#run-progress").progress > 0
+            assert detail.query_one("#chart-acc").series["top-1"][0]
+            await wait_until(pilot, lambda: {r["state"] for r in store.list()} == {"finished"}, timeout=90,
+                             what="all finished")
+            await pilot.press("escape")
+            await pilot.press("slash", *"reduced", "enter")
+            await pilot.press("x")
+            compare = app.screen
+            assert isinstance(compare, CompareScreen)
+            await wait_until(pilot, lambda: compare.data, what="compare loaded")
+            assert compare.query_one("#chart-sweep").xlabel == "fraction"
+            await pilot.press("e")
+            await wait_until(pilot, lambda: list((ws_root / "exports").glob("*/results.md")), what="export")
+            out = next((ws_root / "exports").glob("*/"))
+            names = {p.name for p in out.iterdir()}
+            assert {"results.csv", "results.md", "epochs.csv", "curves.png", "curves.svg", "sweep.png",
+                    "sweep.svg"} <= names
+            assert "reduced[fraction=0.5]" in (out / "results.md").read_text()
+    try:
+        asyncio.run(go())
+    finally:
+        os.environ.pop("FAKE_STEP_S", None)
