@@ -2,7 +2,11 @@ import os
 import sys
 from pathlib import Path
 
-import pytest
+# Tiny models: one thread is faster than two (no barrier waits between
+# microsecond-sized ops) and keeps runs comparable; subprocesses inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,0 +1,74 @@
+"""Class lists for generation and the prompt templates built from them.
+
+A class has an ``id`` (its folder name in the generated ImageFolder), a
+``name``, a ``definition`` and a ``hypernym``. ``classes = "imagenet100"``
+uses assets/imagenet100.json (WordNet 3.0); a user file is JSON (a list, or
+``{"classes": [...]}``) or CSV with the columns id, name, definition[, hypernym].
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import string
+from pathlib import Path
+
+from runners.runtime import RunnerError
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+BUILTIN = {"imagenet100": ASSETS / "imagenet100.json"}
+PLACEHOLDERS = ("name", "definition", "hypernym")
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+def load_classes(source: str) -> list[dict]:
+    path = BUILTIN.get(source, Path(source).expanduser())
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise RunnerError(f"cannot read the class file {path}: {e.strerror or e}") from None
+    if path.suffix.lower() == ".csv":
+        rows = list(csv.DictReader(text.splitlines()))
+        if not rows or not {"id", "name"} <= set(rows[0]):
+            raise RunnerError(f"{path}: a class CSV needs a header with id,name,definition[,hypernym]")
+        classes = rows
+    else:
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            raise RunnerError(f"{path} is not valid JSON: {e}") from None
+        classes = data.get("classes") if isinstance(data, dict) else data
+        if not isinstance(classes, list) or not all(isinstance(c, dict) and "id" in c for c in classes):
+            raise RunnerError(f"{path}: expected a list of classes with at least id and name")
+    out, seen = [], set()
+    for c in classes:
+        cid = str(c["id"]).strip()
+        if not _SAFE_ID.match(cid) or cid in (".", ".."):
+            raise RunnerError(f"{path}: class id {cid!r} cannot be a folder name (use letters, digits, "
+                              "'_', '-', '.', '+'; no '/' and not '..')")
+        if cid in seen:
+            raise RunnerError(f"{path}: class id {cid!r} appears twice")
+        seen.add(cid)
+        out.append({"id": cid, "name": str(c.get("name") or cid), "definition": str(c.get("definition") or ""),
+                    "hypernym": str(c.get("hypernym") or "")})
+    if not out:
+        raise RunnerError(f"{path}: no classes")
+    return out
+
+
+def check_template(template: str) -> None:
+    """Refuse unknown placeholders before anything is generated."""
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as e:
+        raise RunnerError(f"prompt template {template!r} is malformed: {e}") from None
+    unknown = sorted({f for f in fields if f not in PLACEHOLDERS})
+    if unknown:
+        raise RunnerError(f"prompt template {template!r} has unknown placeholder(s) "
+                          f"{', '.join('{' + u + '}' for u in unknown)}; allowed: "
+                          f"{', '.join('{' + p + '}' for p in PLACEHOLDERS)}")
+
+
+def prompt_for(template: str, cls: dict) -> str:
+    return template.format(**{k: cls[k] for k in PLACEHOLDERS})

@@ -1,0 +1,321 @@
+"""Generate a synthetic dataset: ``python -m runners.generate --run-dir DIR [--resume]``.
+
+Writes ``DIR/data/train/<class_id>/<class_id>_<index:05d>.<jpg|png>`` and
+``DIR/data/manifest.jsonl``. Backends: Stable Diffusion through diffusers
+(txt2img, img2img perturbation of a real dataset with strength gamma, unCLIP
+image variations), or the small class-conditional generator of the demo.
+
+Every image has its own seed from (base seed, class, index), and the work is
+cut into fixed batches before sharding or resuming, so a resumed or sharded
+generation writes exactly the images an uninterrupted one would. Encoding and
+saving run in a thread pool while the next batch denoises; files appear
+whole (temp file, then rename).
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import os
+import sys
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from runners import protocol
+from runners.class_diffusion import ClassConditionalGenerator, is_generator_folder
+from runners.classes import check_template, load_classes, prompt_for
+from runners.data import DataError, mix_seed, scan_folder
+from runners.runtime import Cancelled, RunContext, RunnerError
+
+OUTPUT = "data"
+DEFAULTS = {
+    "mode": "txt2img", "model": "CompVis/stable-diffusion-v1-4", "classes": "imagenet100",
+    "prompt": "{name}, {definition}", "negative_prompt": "", "guidance_scale": 2.0, "steps": 50,
+    "width": 512, "height": 384, "images_per_class": 1300, "scheduler": "default", "batch_size": 8,
+    "format": "jpg", "strength": 0.75, "shard": "0/1", "seed": 0, "compile": False, "save_workers": 2,
+}
+
+
+@dataclass
+class Item:
+    class_id: str
+    index: int
+    seed: int
+    prompt: str
+    label: int
+    source: str | None = None  # the real image for img2img / variation
+
+    def filename(self, fmt: str) -> str:
+        return f"{self.class_id}/{self.class_id}_{self.index:05d}.{fmt}"
+
+
+def plan_items(cfg: dict, classes: list[dict]) -> list[Item]:
+    """Every image of the unsharded run, in a fixed order."""
+    items = []
+    if cfg["mode"] == "txt2img":
+        for label, cls in enumerate(classes):
+            prompt = prompt_for(cfg["prompt"], cls)
+            for i in range(cfg["images_per_class"]):
+                items.append(Item(cls["id"], i, mix_seed("gen", cfg["seed"], cls["id"], i), prompt, label))
+        return items
+    source = cfg.get("source_dir")
+    if not source:
+        raise RunnerError(f"mode {cfg['mode']!r} needs source (the real dataset to start from)")
+    try:
+        real = scan_folder(source, "source")
+    except DataError as e:
+        raise RunnerError(str(e)) from None
+    by_id = {c["id"]: c for c in classes}
+    counters: dict[str, int] = {}
+    for path, label in real.samples:
+        cid = real.classes[label]
+        cls = by_id.get(cid, {"id": cid, "name": cid, "definition": "", "hypernym": ""})
+        i = counters[cid] = counters.get(cid, -1) + 1
+        items.append(Item(cid, i, mix_seed("gen", cfg["seed"], cid, i), prompt_for(cfg["prompt"], cls), label, path))
+    return items
+
+
+def batches_for_shard(items: list[Item], batch_size: int, shard: str) -> list[list[Item]]:
+    """Fixed batches of the whole run; shard i of n takes batches i, i+n, …"""
+    i, n = (int(x) for x in shard.split("/"))
+    chunks = [items[k:k + batch_size] for k in range(0, len(items), batch_size)]
+    return chunks[i::n]
+
+
+def readable(path: Path) -> bool:
+    try:
+        with Image.open(path) as img:
+            img.verify()
+        return True
+    except (OSError, ValueError, SyntaxError):
+        return False
+
+
+def save_image(img: Image.Image, path: Path, fmt: str) -> None:
+    """Encode and write atomically: a crash or a full disk leaves no partial image."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        if fmt == "jpg":
+            img.convert("RGB" if img.mode not in ("L", "RGB") else img.mode).save(tmp, "JPEG", quality=95)
+        else:
+            img.save(tmp, "PNG")
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            raise RunnerError(f"disk full while writing {path}: free space and run `synthgap resume`; "
+                              "images written so far are kept") from None
+        raise
+
+
+# -- backends ---------------------------------------------------------------
+class DemoBackend:
+    """The class-conditional generator in runners/class_diffusion.py."""
+
+    def __init__(self, folder: Path, cfg: dict, device: torch.device):
+        if cfg["mode"] != "txt2img":
+            raise RunnerError(f"the demo generator only does txt2img, not {cfg['mode']!r}")
+        self.gen = ClassConditionalGenerator.load(folder, device=device)
+        self.cfg = cfg
+
+    def classes(self) -> list[dict]:
+        return [{"id": c, "name": c, "definition": "", "hypernym": ""} for c in self.gen.classes]
+
+    def __call__(self, batch: list[Item], stop) -> list[Image.Image]:
+        def callback(step, total):
+            return not stop()
+
+        x = self.gen.sample([it.label for it in batch], [it.seed for it in batch], steps=self.cfg["steps"],
+                            guidance_scale=self.cfg["guidance_scale"], callback=callback)
+        arr = (x * 255).round().to(torch.uint8).cpu()
+        return [Image.fromarray(a[0].numpy()) if a.shape[0] == 1 else Image.fromarray(a.permute(1, 2, 0).numpy())
+                for a in arr]
+
+
+SCHEDULERS = {
+    "ddim": ("DDIMScheduler", {}),
+    "dpm-solver++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
+    "euler": ("EulerDiscreteScheduler", {}),
+}
+
+
+class DiffusersBackend:
+    """Stable Diffusion pipelines: txt2img, img2img, unCLIP variations."""
+
+    def __init__(self, model: str, cfg: dict, device: torch.device):
+        import diffusers
+
+        cls = {"txt2img": diffusers.StableDiffusionPipeline, "img2img": diffusers.StableDiffusionImg2ImgPipeline,
+               "variation": diffusers.StableUnCLIPImg2ImgPipeline}[cfg["mode"]]
+        dtype = torch.float16 if device.type == "cuda" else torch.float32
+        try:
+            pipe = cls.from_pretrained(model, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False) \
+                if cfg["mode"] != "variation" else cls.from_pretrained(model, torch_dtype=dtype)
+        except (OSError, ValueError, EnvironmentError) as e:
+            raise RunnerError(f"cannot load the model {model!r}: {e}") from None
+        if cfg["scheduler"] != "default":
+            name, extra = SCHEDULERS[cfg["scheduler"]]
+            pipe.scheduler = getattr(diffusers, name).from_config(pipe.scheduler.config, **extra)
+        pipe = pipe.to(device)
+        pipe.set_progress_bar_config(disable=True)
+        if cfg["compile"]:
+            pipe.unet = torch.compile(pipe.unet)
+        self.pipe, self.cfg, self.device = pipe, cfg, device
+
+    def __call__(self, batch: list[Item], stop) -> list[Image.Image]:
+        cfg = self.cfg
+
+        def on_step_end(pipe, step, timestep, kwargs):
+            if stop():
+                pipe._interrupt = True  # diffusers skips the remaining steps
+            return kwargs
+
+        common = dict(num_inference_steps=cfg["steps"], guidance_scale=cfg["guidance_scale"],
+                      generator=[torch.Generator("cpu").manual_seed(it.seed) for it in batch],
+                      callback_on_step_end=on_step_end, output_type="pil")
+        if cfg["mode"] == "variation":
+            images = [Image.open(it.source).convert("RGB").resize((cfg["width"], cfg["height"])) for it in batch]
+            return self.pipe(image=images, **common).images
+        prompts = [it.prompt for it in batch]
+        negative = [cfg["negative_prompt"]] * len(batch) if cfg["negative_prompt"] else None
+        if cfg["mode"] == "img2img":
+            images = [Image.open(it.source).convert("RGB").resize((cfg["width"], cfg["height"])) for it in batch]
+            return self.pipe(prompt=prompts, image=images, strength=cfg["strength"], negative_prompt=negative,
+                             **common).images
+        return self.pipe(prompt=prompts, negative_prompt=negative, width=cfg["width"], height=cfg["height"],
+                         **common).images
+
+
+def is_hub_id(model: str) -> bool:
+    """'org/name' that is not a folder here: diffusers takes it from the hub cache or the network."""
+    return not model.startswith(("/", ".", "~")) and model.count("/") == 1 and not Path(model).exists()
+
+
+def load_backend(cfg: dict, device: torch.device):
+    model = cfg["model"]
+    if is_hub_id(model):
+        return DiffusersBackend(model, cfg, device)
+    path = Path(model).expanduser()
+    if is_generator_folder(path):
+        return DemoBackend(path, cfg, device)
+    if not (path / "model_index.json").is_file():
+        raise RunnerError(f"model folder {path} not found (or it has no model_index.json); give a local "
+                          "diffusers folder or a hub id such as CompVis/stable-diffusion-v1-4")
+    return DiffusersBackend(str(path), cfg, device)
+
+
+# -- the run ----------------------------------------------------------------
+def run(ctx: RunContext, args) -> dict:
+    cfg = {**DEFAULTS, **{k: v for k, v in ctx.spec.items() if k in DEFAULTS}}
+    cfg["source_dir"] = ctx.spec.get("source_dir")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    demo = is_generator_folder(Path(cfg["model"]).expanduser())
+    if not demo:  # cheap checks before the model loads
+        check_template(cfg["prompt"])
+        classes = load_classes(cfg["classes"])
+    backend = load_backend(cfg, device)
+    if demo:
+        classes = backend.classes()
+    out = ctx.run_dir / OUTPUT
+    items = plan_items(cfg, classes)
+    batches = batches_for_shard(items, cfg["batch_size"], cfg["shard"])
+    total = sum(len(b) for b in batches)
+    for cls in {it.class_id for b in batches for it in b}:
+        (out / "train" / cls).mkdir(parents=True, exist_ok=True)
+    ctx.emit(protocol.START, config={k: v for k, v in cfg.items()}, images=total, classes=len(classes),
+             device=str(device), resumed=args.resume)
+
+    fmt = cfg["format"]
+    manifest = open(out / "manifest.jsonl", "a")
+    pool = ThreadPoolExecutor(max_workers=cfg["save_workers"])
+    pending: list[tuple[list[Item], list[Future]]] = []
+    done = skipped = generated = 0
+    t0 = time.perf_counter()
+
+    def settle(wait_all: bool) -> None:
+        """Write manifest lines for batches whose files are all saved; raise save errors."""
+        nonlocal done
+        while pending and (wait_all or all(f.done() for f in pending[0][1])):
+            batch, futures = pending.pop(0)
+            for f in futures:
+                f.result()
+            for it in batch:
+                manifest.write(json.dumps({"file": f"train/{it.filename(fmt)}", "class": it.class_id,
+                                           "prompt": it.prompt, "seed": it.seed, "model": cfg["model"],
+                                           "mode": cfg["mode"], "scheduler": cfg["scheduler"],
+                                           "steps": cfg["steps"], "guidance": cfg["guidance_scale"],
+                                           "size": [cfg["width"], cfg["height"]], "source": it.source}) + "\n")
+            manifest.flush()
+            done += len(batch)
+
+    try:
+        queue = list(batches)
+        while queue:
+            batch = queue.pop(0)
+            todo = [it for it in batch if not readable(out / "train" / it.filename(fmt))]
+            if not todo:
+                skipped += len(batch)
+                done += len(batch)
+                continue
+            try:
+                images = backend(batch, lambda: ctx.stop_requested)  # the whole batch: same composition
+            except torch.cuda.OutOfMemoryError:
+                if len(batch) == 1:
+                    raise RunnerError("CUDA out of memory with a batch of one image: lower width/height")
+                torch.cuda.empty_cache()
+                half = len(batch) // 2
+                queue[:0] = [batch[:half], batch[half:]]
+                ctx.log(f"CUDA out of memory: batch of {len(batch)} split in two", "warning")
+                continue
+            if ctx.stop_requested:
+                break  # this batch was interrupted mid-denoising: none of it is kept
+            wanted = {id(it) for it in todo}
+            futures = [pool.submit(save_image, img, out / "train" / it.filename(fmt), fmt)
+                       for it, img in zip(batch, images) if id(it) in wanted]
+            generated += len(todo)
+            pending.append((batch, futures))
+            settle(wait_all=False)
+            rate = generated / (time.perf_counter() - t0)
+            progress = done + sum(len(b) for b, _ in pending)
+            ctx.emit(protocol.PROGRESS, done=progress, total=total, unit="image", rate=round(rate, 3),
+                     eta=round((total - progress) / rate, 1) if rate else None)
+            if device.type == "cuda":
+                ctx.emit(protocol.GPU, devices=[{"index": device.index or 0,
+                                                 "memory_allocated": torch.cuda.max_memory_allocated(),
+                                                 "memory_reserved": torch.cuda.memory_reserved()}])
+        settle(wait_all=True)
+    finally:
+        pool.shutdown(wait=True)
+        manifest.close()
+    if ctx.stop_requested:
+        raise Cancelled(f"SIGTERM: {done} of {total} images written; `synthgap resume` continues")
+    elapsed = time.perf_counter() - t0
+    return {"images": total, "generated": generated, "skipped_existing": skipped,
+            "images_per_s": round(generated / elapsed, 3) if elapsed and generated else None,
+            "output": str(out / "train"), "config": cfg}
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="SynthGap generation runner")
+    group = parser.add_argument_group("run")
+    group.add_argument("--run-dir", required=True)
+    group.add_argument("--resume", action="store_true", help="keep images already written (always safe)")
+    group.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    return parser
+
+
+def main(args) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ctx = RunContext(args.run_dir)
+    return ctx.run(lambda c: run(c, args))
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args_parser().parse_args()))

@@ -1,0 +1,195 @@
+import errno
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import PYTHON, subprocess_env
+from imagegen import make_image_folder
+from runner_helpers import events, final
+from runners.generate import get_args_parser, main
+from tiny_sd import build_tiny_sd
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return build_tiny_sd(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture
+def classes(tmp_path):
+    path = tmp_path / "classes.csv"
+    path.write_text("id,name,definition\nn01440764,tench,freshwater fish\nn02869837,bonnet,a hat tied under the chin\n")
+    return path
+
+
+def make_gen_run(root: Path, name: str, model, classes, **spec) -> Path:
+    run_dir = root / name
+    run_dir.mkdir(parents=True)
+    base = {"id": name, "name": name, "kind": "generate", "model": str(model), "classes": str(classes),
+            "images_per_class": 3, "batch_size": 2, "steps": 3, "width": 32, "height": 32, "seed": 11}
+    (run_dir / "spec.json").write_text(json.dumps({**base, **spec}))
+    return run_dir
+
+
+def run(run_dir, *extra) -> int:
+    return main(get_args_parser().parse_args(["--run-dir", str(run_dir), *extra]))
+
+
+def files(run_dir: Path) -> dict[str, bytes]:
+    root = run_dir / "data" / "train"
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_same_spec_twice_gives_identical_images_and_a_manifest(tmp_path, model, classes):
+    a = make_gen_run(tmp_path, "a", model, classes)
+    b = make_gen_run(tmp_path, "b", model, classes)
+    assert run(a) == 0, final(a)
+    assert run(b) == 0
+    fa = files(a)
+    assert sorted(fa) == [f"{c}/{c}_{i:05d}.jpg" for c in ("n01440764", "n02869837") for i in range(3)]
+    assert fa == files(b)
+    manifest = [json.loads(line) for line in (a / "data" / "manifest.jsonl").read_text().splitlines()]
+    assert len(manifest) == 6 and manifest[0]["prompt"] == "tench, freshwater fish"
+    assert {"file", "class", "prompt", "seed", "model", "scheduler", "steps", "guidance", "size"} <= set(manifest[0])
+    assert len({m["seed"] for m in manifest}) == 6
+    progress = [e for e in events(a) if e["type"] == "progress"]
+    assert progress[-1]["done"] == 6 and progress[-1]["total"] == 6
+
+
+def test_shards_together_equal_the_unsharded_set(tmp_path, model, classes):
+    whole = make_gen_run(tmp_path, "whole", model, classes, images_per_class=5)
+    s0 = make_gen_run(tmp_path, "s0", model, classes, images_per_class=5, shard="0/2")
+    s1 = make_gen_run(tmp_path, "s1", model, classes, images_per_class=5, shard="1/2")
+    for r in (whole, s0, s1):
+        assert run(r) == 0, final(r)
+    f0, f1 = files(s0), files(s1)
+    assert not set(f0) & set(f1)
+    assert {**f0, **f1} == files(whole)
+
+
+def test_killed_run_resumes_to_exactly_the_uninterrupted_files(tmp_path, model, classes):
+    ref = make_gen_run(tmp_path, "ref", model, classes, images_per_class=6, batch_size=1)
+    assert run(ref) == 0
+    cut = make_gen_run(tmp_path, "cut", model, classes, images_per_class=6, batch_size=1)
+    proc = subprocess.Popen([PYTHON, "-m", "runners.generate", "--run-dir", str(cut)], env=subprocess_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while len(files(cut)) < 3 if (cut / "data" / "train").exists() else True:
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 3 <= len(files(cut)) < 12
+    proc = subprocess.run([PYTHON, "-m", "runners.generate", "--run-dir", str(cut), "--resume"],
+                          env=subprocess_env(), capture_output=True)
+    assert proc.returncode == 0
+    assert files(cut) == files(ref)
+    summary = final(cut)["summary"]
+    assert summary["skipped_existing"] >= 3
+
+
+def test_sigterm_stops_cleanly_with_whole_files_only(tmp_path, model, classes):
+    cut = make_gen_run(tmp_path, "term", model, classes, images_per_class=20, batch_size=1, steps=8)
+    proc = subprocess.Popen([PYTHON, "-m", "runners.generate", "--run-dir", str(cut)], env=subprocess_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not any(e["type"] == "progress" for e in events(cut)):
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 143
+    assert final(cut)["type"] == "cancelled"
+    written = files(cut)
+    assert 0 < len(written) < 40
+    assert not list((cut / "data").rglob(".*.tmp"))
+    from PIL import Image
+
+    for name in written:
+        with Image.open(cut / "data" / "train" / name) as img:
+            img.verify()
+
+
+def _error(run_dir) -> str:
+    assert run(run_dir) == 1
+    ev = final(run_dir)
+    assert ev["type"] == "failed"
+    return ev["error"]
+
+
+def test_missing_model_folder(tmp_path, classes):
+    r = make_gen_run(tmp_path, "nomodel", tmp_path / "models" / "sd14", classes)
+    assert "model folder" in _error(r) and "not found" in final(r)["error"]
+
+
+def test_unreadable_class_file_and_unsafe_class_ids(tmp_path, model):
+    r = make_gen_run(tmp_path, "noclasses", model, tmp_path / "missing.json")
+    assert "cannot read the class file" in _error(r)
+    for bad in ("../etc", "a/b", ".."):
+        path = tmp_path / f"bad{len(bad)}.csv"
+        path.write_text(f"id,name,definition\n{bad},x,y\n")
+        r = make_gen_run(tmp_path, f"bad{len(bad)}", model, path)
+        assert "cannot be a folder name" in _error(r)
+        assert not (r / "data").exists() or not list((r / "data").rglob("*.jpg"))
+
+
+def test_unknown_placeholder_fails_before_generating(tmp_path, model, classes):
+    r = make_gen_run(tmp_path, "tpl", model, classes, prompt="{name}, {colour}")
+    assert "unknown placeholder" in _error(r) and "{colour}" in final(r)["error"]
+    assert not (r / "data").exists()
+
+
+def test_full_disk_leaves_no_partial_image(tmp_path, model, classes, monkeypatch):
+    from PIL import Image
+
+    real_save = Image.Image.save
+    calls = []
+
+    def save(self, fp, *a, **k):
+        calls.append(fp)
+        if len(calls) >= 3:
+            Path(fp).write_bytes(b"\xff\xd8partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(self, fp, *a, **k)
+
+    monkeypatch.setattr(Image.Image, "save", save)
+    r = make_gen_run(tmp_path, "full", model, classes)
+    assert "disk full" in _error(r)
+    monkeypatch.undo()
+    assert not list((r / "data").rglob(".*.tmp"))
+    for p in (r / "data" / "train").rglob("*.jpg"):
+        with Image.open(p) as img:
+            img.verify()  # whatever is there is whole
+
+
+def test_img2img_from_a_real_dataset(tmp_path, model, classes):
+    real = make_image_folder(tmp_path / "real", classes=2, per_class=2, size=(40, 32),
+                             names=["n01440764", "n02869837"])
+    r = make_gen_run(tmp_path, "i2i", model, classes, mode="img2img", strength=0.5, source_dir=str(real))
+    assert run(r) == 0, final(r)
+    assert sorted(files(r)) == ["n01440764/n01440764_00000.jpg", "n01440764/n01440764_00001.jpg",
+                                "n02869837/n02869837_00000.jpg", "n02869837/n02869837_00001.jpg"]
+
+
+def test_demo_generator_trains_and_generates(tmp_path):
+    from runners import train_generator
+
+    data = make_image_folder(tmp_path / "fm", classes=3, per_class=6, size=(28, 28))
+    tg = tmp_path / "tg"
+    tg.mkdir()
+    (tg / "spec.json").write_text(json.dumps({"id": "tg", "name": "tg", "kind": "train-generator",
+                                              "data_dir": str(data), "steps": 4, "batch_size": 8,
+                                              "channels": [8, 16], "image_size": 16, "sample_steps": 2,
+                                              "checkpoint_every": 2}))
+    assert train_generator.main(train_generator.get_args_parser().parse_args(["--run-dir", str(tg)])) == 0
+    assert (tg / "samples.png").is_file()
+    gen = tg / "checkpoints" / "generator"
+    r = make_gen_run(tmp_path, "demo", gen, "unused", images_per_class=2, steps=3, guidance_scale=2.0)
+    assert run(r) == 0, final(r)
+    out = files(r)
+    assert len(out) == 6 and sorted({k.split("/")[0] for k in out}) == ["n00000000", "n00000001", "n00000002"]
+    r2 = make_gen_run(tmp_path, "demo2", gen, "unused", images_per_class=2, steps=3, guidance_scale=2.0)
+    assert run(r2) == 0 and files(r2) == out

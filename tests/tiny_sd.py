@@ -1,0 +1,53 @@
+"""A tiny Stable Diffusion pipeline built from configs and saved like a real model folder.
+
+Like diffusers' own tests: a 2-block UNet, a 2-block VAE, a 2-layer CLIP text
+encoder and a CLIP tokenizer from a vocab.json + merges.txt written here.
+Nothing is downloaded.
+"""
+
+import json
+import string
+from pathlib import Path
+
+import torch
+
+
+def tokenizer_files(folder: Path) -> tuple[Path, Path]:
+    tokens = ["<|startoftext|>", "<|endoftext|>", "!"]
+    chars = list(string.ascii_lowercase + string.digits + ",.-'")
+    tokens += chars + [c + "</w>" for c in chars]
+    vocab = folder / "vocab.json"
+    merges = folder / "merges.txt"
+    vocab.write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
+    merges.write_text("#version: 0.2\n")
+    return vocab, merges
+
+
+def build_tiny_sd(folder: Path, seed: int = 0) -> Path:
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(block_out_channels=(8, 16), layers_per_block=1, sample_size=8, in_channels=4,
+                                out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=16,
+                                norm_num_groups=4, attention_head_dim=4)
+    vae = AutoencoderKL(block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+                        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), norm_num_groups=4,
+                        sample_size=32)
+    vocab, merges = tokenizer_files(folder)
+    tokenizer = CLIPTokenizer(vocab_file=str(vocab), merges_file=str(merges), model_max_length=16)
+    text_encoder = CLIPTextModel(CLIPTextConfig(bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=16,
+                                                intermediate_size=32, num_attention_heads=2, num_hidden_layers=2,
+                                                vocab_size=len(json.loads(vocab.read_text())),
+                                                max_position_embeddings=16))
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                              set_alpha_to_one=False)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    model = folder / "tiny-sd"
+    pipe.save_pretrained(model)
+    return model
