@@ -7,7 +7,7 @@ install:
 	$(PIP) install -q -e '.[test]'
 
 demo: install
-	synthgap --workspace $${SYNTHGAP_HOME:-$$HOME/.synthgap}
+	synthgap demo
 
 test: install
 	$(PYTHON) -m pytest -q

@@ -37,11 +37,29 @@ class CosineClassifier(nn.Module):
         return F.linear(F.normalize(x, dim=1), F.normalize(self.weight, dim=1)) / self.tau
 
 
-def build_resnet(arch: str, num_classes: int, small_input: bool = False, tau: float = 0.0) -> resnet.ResNet:
+def build_resnet(arch: str, num_classes: int, small_input: bool = False, tau: float = 0.0,
+                 width: int = 64) -> resnet.ResNet:
+    """A torchvision ResNet; ``width`` < 64 narrows every stage (the CPU demo's
+    student) while keeping torchvision's module names and the layer numbering."""
     block = resnet.Bottleneck if arch == "resnet50" else resnet.BasicBlock
-    net = resnet.ResNet(block, list(BLOCKS[arch]), num_classes=num_classes)
+    blocks = list(BLOCKS[arch])
+    net = resnet.ResNet(block, blocks, num_classes=num_classes)
+    if width != 64:
+        net.inplanes = width
+        net.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+        net.bn1 = nn.BatchNorm2d(width)
+        for i, n in enumerate(blocks):
+            setattr(net, f"layer{i + 1}", net._make_layer(block, width * 2**i, n, stride=1 if i == 0 else 2))
+        net.fc = nn.Linear(width * 8 * block.expansion, num_classes)
+        for m in net.modules():  # torchvision's initialisation
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
     if small_input:  # CIFAR-style stem for 32x32 inputs
-        net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        net.conv1 = nn.Conv2d(3, width, kernel_size=3, stride=1, padding=1, bias=False)
+        nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
         net.maxpool = nn.Identity()
     if tau > 0:
         net.fc = CosineClassifier(net.fc.in_features, num_classes, tau)

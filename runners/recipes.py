@@ -7,7 +7,7 @@ is a single-crop supervised recipe for transfer experiments.
 from __future__ import annotations
 
 FITYMI = {
-    "arch": "resnet50", "small_input": False, "epochs": 100, "batch_size": 256, "lr": 0.1,
+    "arch": "resnet50", "small_input": False, "width": 64, "epochs": 100, "batch_size": 256, "lr": 0.1,
     "warmup_epochs": 10, "min_lr": 1e-6, "weight_decay": 1e-4, "momentum": 0.9,
     "label_smoothing": 0.0, "tau": 0.1, "augment": "dino", "local_crops": 8, "image_size": 224,
     "local_size": 96, "normalization": "imagenet", "bn_eval_mode": "eval", "report_last": 5,

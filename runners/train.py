@@ -203,7 +203,7 @@ def _world() -> int:
 
 def build_student(cfg: dict, num_classes: int, ctx: RunContext) -> Student:
     torch.manual_seed(mix_seed("init", cfg["seed"]))
-    net = build_resnet(cfg["arch"], num_classes, small_input=cfg["small_input"], tau=cfg["tau"])
+    net = build_resnet(cfg["arch"], num_classes, small_input=cfg["small_input"], tau=cfg["tau"], width=cfg["width"])
     if cfg.get("weights"):
         keys = load_prefix(net, load_state_file(cfg["weights"]), 0, reinit=False, source=cfg["weights"])
         ctx.log(f"loaded {len(keys)} tensors from {cfg['weights']}")

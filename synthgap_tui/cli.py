@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from runners import protocol
@@ -50,7 +51,8 @@ def cmd_ls(args) -> int:
     table = Table(box=None, header_style="bold")
     for col in ("id", "name", "experiment", "kind", "state", "progress", "top-1", "gpu",
                 "started", "duration"):
-        table.add_column(col, justify="right" if col in ("progress", "top-1") else "left")
+        table.add_column(col, justify="right" if col in ("progress", "top-1") else "left",
+                         no_wrap=col != "name", overflow="fold" if col == "name" else "ellipsis")
     for r in runs:
         table.add_row(r["id"], escape(r.get("name", "-")), escape(r.get("experiment", "-")), r.get("kind", "-"),
                       _state_markup(r["state"]), fm.fmt_progress(r), fm.fmt_top1(r), fm.fmt_gpus(r),
@@ -269,6 +271,87 @@ def cmd_supervisor(args) -> int:
     return 0
 
 
+# -- demo and export ------------------------------------------------------------
+DEMO_HOME = "~/.synthgap-demo"
+
+
+def cmd_demo(args) -> int:
+    from synthgap_tui import demo
+
+    ws = Workspace.at(args.workspace or DEMO_HOME)
+    try:
+        ids, fresh = demo.start(ws, quick=args.quick)
+    except demo.DemoError as e:
+        raise UserError(str(e))
+    console = _console()
+    console.print(f"{'Submitted' if fresh else 'Reusing'} the demo experiment ({len(ids)} runs) in {ws.root}")
+    if not args.no_tui:
+        from synthgap_tui.app import create_app
+
+        create_app(ws).run()
+        return 0
+    import time
+
+    last = {}
+
+    def tick(runs):
+        counts = {}
+        for r in runs:
+            counts[r["state"]] = counts.get(r["state"], 0) + 1
+        if counts != last:
+            last.clear()
+            last.update(counts)
+            console.print(time.strftime("%H:%M:%S"), "  ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+
+    runs = demo.wait(ws, ids, on_tick=tick)
+    _print_results(ws, runs, title="demo results (top-1 on real Fashion-MNIST, mean ± std of the last epochs)")
+    return 0 if all(r["state"] == protocol.FINISHED for r in runs) else 1
+
+
+def _print_results(ws: Workspace, records: list[dict], title: str) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    from synthgap_tui import analysis
+
+    data = analysis.load_runs(ws, [r for r in records if r.get("kind") == "train"])
+    table = Table(title=title, title_justify="left")
+    for col in analysis.TABLE_HEADER:
+        table.add_column(col)
+    for row in analysis.results_table(data):
+        table.add_row(*(Text(c) for c in row))
+    console = _console()
+    console.print(table)
+    sweep = analysis.find_sweep(data)
+    if sweep:
+        for name, (a, b) in sweep.fits.items():
+            console.print(f"fit {Text(name)}: top-1 = {a:.2f}·log(fraction) + {b:.2f}", highlight=False)
+
+
+def cmd_export(args) -> int:
+    from synthgap_tui import analysis
+
+    store = _store(args)
+    if args.runs:
+        records = [store.get(store.resolve(ref)) for ref in args.runs]
+    elif args.experiment:
+        records = store.list(experiment=args.experiment)
+    else:
+        raise UserError("name runs or --experiment E")
+    if not records:
+        raise UserError(f"no runs in experiment {args.experiment!r}")
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out) if args.out else store.workspace.root / "exports" / stamp
+    written = analysis.export(analysis.load_runs(store.workspace, records), out,
+                              args.experiment or f"{len(records)} runs")
+    if args.json:
+        _print_json([str(p) for p in written])
+    else:
+        _print_results(store.workspace, records, title=args.experiment or "runs")
+        _console().print(f"wrote {len(written)} files to {out}")
+    return 0
+
+
 # -- TUI ----------------------------------------------------------------------
 def cmd_tui(args) -> int:
     from synthgap_tui.app import create_app
@@ -341,6 +424,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("supervisor", help="the background process that runs the queue")
     p.add_argument("action", choices=("status", "start"), nargs="?", default="status")
     p.set_defaults(func=cmd_supervisor)
+
+    p = sub.add_parser("demo", help="the whole study on a CPU in minutes (workspace ~/.synthgap-demo)")
+    p.add_argument("--no-tui", action="store_true", help="wait headless and print the results table")
+    p.add_argument("--quick", action="store_true", help="a cut-down demo (a smoke test, ~2 minutes)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("export", help="CSV/Markdown tables and PNG/SVG figures of runs")
+    p.add_argument("runs", nargs="*", metavar="RUN")
+    p.add_argument("--experiment", "-e", help="every run of this experiment")
+    p.add_argument("--out", metavar="DIR", help="folder to write (default: workspace/exports/<time>)")
+    p.add_argument("--json", action="store_true", help="print the written paths as JSON only")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("tui", help="open the app (the default)")
     p.set_defaults(func=cmd_tui)

@@ -117,6 +117,7 @@ COMMON = {
 TRAIN = {
     "arch": F(str, choices=ARCHS),
     "small_input": F(bool, help="3x3 stem without max-pool, for 32x32 images"),
+    "width": F(int, min=4, max=256, help="base channels (64 = torchvision's ResNets)"),
     "weights": F(str, help="a local file of torchvision ResNet weights to start from"),
     "recipe": F(str, choices=("fitymi", "plain")),
     "train": F(str, help="a dataset or a generate run"),

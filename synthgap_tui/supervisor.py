@@ -206,6 +206,9 @@ class Supervisor:
         cmd += ["--run-dir", str(run_dir)] + (["--resume"] if status.get("resume") else [])
         env = {**os.environ, "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
                "CUDA_VISIBLE_DEVICES": ",".join(map(str, devices)), "PYTHONUNBUFFERED": "1"}
+        if not devices and "OMP_NUM_THREADS" not in os.environ:
+            # CPU runs share the cores: more threads than cores makes small ops wait.
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // max(1, self.config.cpu_slots)))
         with open(run_dir / protocol.STDOUT_FILE, "ab") as out:
             child = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      cwd=run_dir, env=env, start_new_session=True, close_fds=True)

@@ -1,0 +1,129 @@
+"""`synthgap demo`: the whole study on a CPU in minutes, from what assets/ ships.
+
+Prepares a workspace (the demo's real images written from the shipped npz,
+a config for CPU slots, the demo spec with the shipped generator), submits the
+demo experiment unless it is already there, and opens the app on it (or, with
+``--no-tui``, waits and prints the results table).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from runners import protocol
+from synthgap_tui.workspace import Workspace
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+DEMO_DATA = ASSETS / "fashion-mnist-demo.npz"
+GENERATOR = ASSETS / "demo-generator"
+SPEC_TEMPLATE = Path(__file__).with_name("demo.toml")
+EXPERIMENT = "demo"
+DATASET_DIR = "datasets/fashion-mnist"
+
+# --quick: the same experiment, cut down for a smoke test (tests/test_demo.py).
+QUICK = {"images_per_class = 100": "images_per_class = 6", "batch_size = 64": "batch_size = 16", "steps = 12": "steps = 3", "epochs = 4": "epochs = 1",
+         "freeze_layers = [2, 4, 6, 8, 9]": "freeze_layers = [4, 9]",
+         "fraction = [1.0, 0.5, 0.25, 0.125]": "fraction = [1.0, 0.25]",
+         "report_last = 2": "report_last = 1\nmax_steps_per_epoch = 3"}
+
+
+class DemoError(Exception):
+    pass
+
+
+def write_real_data(ws: Workspace) -> Path:
+    """The demo's real train/val ImageFolders (32x32 PNG), written once."""
+    target = ws.root / DATASET_DIR
+    if (target / "val").is_dir():
+        return target
+    if not DEMO_DATA.is_file():
+        raise DemoError(f"{DEMO_DATA} is missing: run `python assets/make_demo_data.py` (needs Debian's "
+                        "dataset-fashion-mnist)")
+    import numpy as np
+    from PIL import Image
+
+    data = np.load(DEMO_DATA)
+    classes = [str(c) for c in data["classes"]]
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for split, xs, ys in (("train", data["train_x"], data["train_y"]), ("val", data["eval_x"], data["eval_y"])):
+        for c in classes:
+            (tmp / split / c).mkdir(parents=True)
+        for i, (x, y) in enumerate(zip(xs, ys)):
+            # The generator was trained on 28->32 bilinear resizes: real images match.
+            Image.fromarray(x).resize((32, 32), Image.BILINEAR).save(tmp / split / classes[y] / f"{i:05d}.png")
+    os.replace(tmp, target)
+    return target
+
+
+def write_spec(ws: Workspace, quick: bool) -> Path:
+    if not (GENERATOR / "synthgap_generator.json").is_file():
+        raise DemoError(f"the demo generator {GENERATOR} is missing: see assets/train-demo-generator.toml")
+    text = SPEC_TEMPLATE.read_text().replace('"@GENERATOR@"', json.dumps(str(GENERATOR)))
+    if quick:
+        for old, new in QUICK.items():
+            text = text.replace(old, new)
+    path = ws.root / ("demo-quick.toml" if quick else "demo.toml")
+    path.write_text(text)
+    return path
+
+
+def write_config(ws: Workspace) -> None:
+    if not ws.config_path.exists():
+        ws.config_path.write_text(
+            "# Written by `synthgap demo`. Two CPU runs at a time (one thread each on a 2-core machine).\n"
+            "[supervisor]\ncpu_slots = 2\n")
+
+
+def start(ws: Workspace, quick: bool = False) -> tuple[list[str], bool]:
+    """Prepare the workspace and submit the demo unless it is already there.
+    Returns the run ids of the demo experiment and whether they were just submitted."""
+    from synthgap_tui import runs as lifecycle
+    from synthgap_tui.specs import load_spec
+    from synthgap_tui.store import RunStore
+    from synthgap_tui.supervisor import ensure_supervisor
+
+    ws.ensure()
+    write_real_data(ws)
+    write_config(ws)
+    spec_path = write_spec(ws, quick)
+    store = RunStore(ws)
+    existing = store.list(experiment=EXPERIMENT)
+    if existing:
+        ensure_supervisor(ws)
+        return [r["id"] for r in existing], False
+    exp = load_spec(spec_path)
+    ids = lifecycle.submit(exp, store, spec_text=spec_path.read_text())
+    ensure_supervisor(ws)
+    return ids, True
+
+
+def wait(ws: Workspace, ids: list[str], on_tick=None, poll: float = 2.0) -> list[dict]:
+    from synthgap_tui.store import RunStore
+
+    store = RunStore(ws)
+    while True:
+        runs = [store.get(i) for i in ids]
+        if on_tick:
+            on_tick(runs)
+        if all(r["state"] in protocol.ENDED_STATES for r in runs) or \
+                all(r["state"] in protocol.ENDED_STATES or _blocked(r, runs) for r in runs):
+            return runs
+        time.sleep(poll)
+
+
+def _blocked(run: dict, runs: list[dict]) -> bool:
+    """Queued behind a dependency that ended without finishing (or is itself
+    blocked): it will not start until that one is resumed."""
+    by_id = {r["id"]: r for r in runs}
+    if run["state"] != protocol.QUEUED:
+        return False
+    for d in run.get("depends_on") or []:
+        dep = by_id.get(d)
+        if dep and (dep["state"] in protocol.ENDED_STATES - {protocol.FINISHED} or _blocked(dep, runs)):
+            return True
+    return False
