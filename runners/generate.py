@@ -14,7 +14,6 @@ whole (temp file, then rename).
 
 from __future__ import annotations
 
-import argparse
 import errno
 import json
 import os
@@ -31,7 +30,7 @@ from runners import protocol
 from runners.class_diffusion import ClassConditionalGenerator, is_generator_folder
 from runners.classes import check_template, load_classes, prompt_for
 from runners.data import DataError, mix_seed, scan_folder
-from runners.runtime import Cancelled, RunContext, RunnerError
+from runners.runtime import Cancelled, RunContext, RunnerError, run_main, runner_args_parser
 
 OUTPUT = "data"
 DEFAULTS = {
@@ -301,20 +300,12 @@ def run(ctx: RunContext, args) -> dict:
             "output": str(out / "train"), "config": cfg}
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="SynthGap generation runner")
-    group = parser.add_argument_group("run")
-    group.add_argument("--run-dir", required=True)
-    group.add_argument("--resume", action="store_true", help="keep images already written (always safe)")
-    group.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    return parser
+def get_args_parser():
+    return runner_args_parser("SynthGap generation runner")
 
 
 def main(args) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    ctx = RunContext(args.run_dir)
-    return ctx.run(lambda c: run(c, args))
+    return run_main(args, run)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 EVENTS_FILE = "events.jsonl"
 SPEC_FILE = "spec.json"
@@ -163,20 +163,25 @@ def read_events(path: str | os.PathLike) -> list[dict]:
     return EventReader(Path(path)).read_new()
 
 
-def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
-    """Write JSON so that readers see the old or the new file, never a torn one."""
+def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> None:
+    """Call ``write(file)`` on a temp file beside ``path``, fsync, rename over
+    ``path``: readers see the old or the new file, never a torn one."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    payload = json.dumps(data, indent=2, default=_jsonable).encode()
     try:
         with open(tmp, "wb") as f:
-            f.write(payload)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    payload = json.dumps(data, indent=2, default=_jsonable).encode()
+    write_atomic(path, lambda f: f.write(payload))
 
 
 def read_json(path: str | os.PathLike, default: Any = None) -> Any:

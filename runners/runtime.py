@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
 import signal
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -78,16 +79,26 @@ class Cancelled(Exception):
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    protocol.write_atomic(path, lambda f: torch.save(obj, f))
+
+
+def runner_args_parser(description: str) -> argparse.ArgumentParser:
+    """The command line every runner shares (torchvision references style)."""
+    parser = argparse.ArgumentParser(description=description)
+    group = parser.add_argument_group("run")
+    group.add_argument("--run-dir", required=True, help="run directory with spec.json")
+    group.add_argument("--resume", action="store_true", help="continue from the run's checkpoint or files")
+    perf = parser.add_argument_group("performance")
+    perf.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    return parser
+
+
+def run_main(args, body: Callable[[RunContext, argparse.Namespace], dict], main_process: bool = True) -> int:
+    """``main(args)`` of a runner: threads, run directory, final event, exit code."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ctx = RunContext(args.run_dir, main_process=main_process)
+    return ctx.run(lambda c: body(c, args))
 
 
 class Device:

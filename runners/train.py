@@ -8,7 +8,6 @@ checkpoints and ``results.json`` into DIR. Layout after torchvision's
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import statistics
@@ -27,7 +26,8 @@ from runners.augment import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_t
 from runners.data import (DataError, EpochSampler, ImageList, SeededImages, balanced_fraction,
                           channel_stats, check_same_classes, mix_seed, mix_weights, scan_folder)
 from runners.layers import Student, build_resnet, load_prefix, load_state_file, trainable_parameters
-from runners.runtime import Cancelled, Device, RunContext, RunnerError, atomic_torch_save
+from runners.runtime import (Cancelled, Device, RunContext, RunnerError, atomic_torch_save, run_main,
+                             runner_args_parser)
 
 LAST = "last.pt"
 MODEL = "model.pt"
@@ -371,25 +371,16 @@ def summarize(history: list[dict], cfg: dict, trainable: int) -> dict:
     return out
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="SynthGap training runner", add_help=True)
-    run = parser.add_argument_group("run")
-    run.add_argument("--run-dir", required=True, help="run directory with spec.json")
-    run.add_argument("--resume", action="store_true", help="continue from checkpoints/last.pt")
-    perf = parser.add_argument_group("performance")
-    perf.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    return parser
+def get_args_parser():
+    return runner_args_parser("SynthGap training runner")
 
 
 def main(args) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     try:
-        ctx = RunContext(args.run_dir, main_process=int(os.environ.get("RANK", "0")) == 0)
-        return ctx.run(lambda c: run_training(c, args))
+        return run_main(args, run_training, main_process=int(os.environ.get("RANK", "0")) == 0)
     finally:
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()

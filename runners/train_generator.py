@@ -10,7 +10,6 @@ step, so a resumed run continues exactly. Writes the model folder to
 
 from __future__ import annotations
 
-import argparse
 import copy
 import math
 import statistics
@@ -25,7 +24,7 @@ from PIL import Image
 from runners import protocol
 from runners.class_diffusion import ClassConditionalGenerator, build_unet, train_scheduler
 from runners.data import DataError, load_rgb, mix_seed, scan_folder
-from runners.runtime import Cancelled, RunContext, RunnerError, atomic_torch_save
+from runners.runtime import Cancelled, RunContext, RunnerError, run_main, runner_args_parser, atomic_torch_save
 
 DEFAULTS = {"steps": 3000, "batch_size": 128, "lr": 1e-3, "image_size": 32, "channels": [32, 64, 64],
             "seed": 0, "log_every": 10, "checkpoint_every": 200, "class_dropout": 0.1, "ema_decay": 0.995,
@@ -151,20 +150,12 @@ def run(ctx: RunContext, args) -> dict:
             "generator": str(out), "classes": classes, "config": cfg}
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="SynthGap class-conditional generator training")
-    group = parser.add_argument_group("run")
-    group.add_argument("--run-dir", required=True)
-    group.add_argument("--resume", action="store_true")
-    group.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    return parser
+def get_args_parser():
+    return runner_args_parser("SynthGap class-conditional generator training")
 
 
 def main(args) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    ctx = RunContext(args.run_dir)
-    return ctx.run(lambda c: run(c, args))
+    return run_main(args, run)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ module with the same functions as ``pynvml``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 

@@ -430,7 +430,7 @@ def _link(runs: list[ExpandedRun], datasets: dict, bad) -> None:
                         f"this run's sweep values; refer to a run that is not swept")
                     continue
                 if target.name == run.name:
-                    bad(where, f"refers to the run itself")
+                    bad(where, "refers to the run itself")
                     continue
                 run.deps.append(target.name)
                 run.refs[path] = ("run", target.name)

@@ -20,7 +20,6 @@ import time
 import tomllib
 import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import psutil
 from filelock import FileLock, Timeout

@@ -12,7 +12,6 @@ from fakes import FakeNvml
 from synthgap_tui.app import create_app
 from synthgap_tui.gpu import NvmlMonitor
 from synthgap_tui.screens.compare import CompareScreen
-from synthgap_tui.store import RunStore
 from tui_fixtures import build_workspace
 
 SIZE = (100, 30)
@@ -71,7 +70,9 @@ def test_compare_screen(snap_compare, app):
 def test_compose_screen(snap_compare, app):
     async def run_before(pilot):
         await pilot.press("c")
-        pilot.app.screen.query_one("#compose-editor").load_text(
+        editor = pilot.app.screen.query_one("#compose-editor")
+        editor.cursor_blink = False  # a blinking cursor would make the picture depend on timing
+        editor.load_text(
             '[experiment]\nname = "guidance"\n[runs.g]\nkind = "generate"\nmodel = "CompVis/stable-diffusion-v1-4"\n'
             '[runs.g.sweep]\nguidance_scale = [1.0, 2.0, 4.0]\n')
         await settle(pilot, lambda: pilot.app.screen.exp is not None)

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from fakes import FakeNvml
-from supervised import make_workspace, spec_text
+from supervised import make_workspace
 from synthgap_tui.app import create_app
 from synthgap_tui.gpu import NvmlMonitor
 from synthgap_tui.screens.compare import CompareScreen
