@@ -66,3 +66,17 @@ def test_user_errors_exit_2_without_traceback(tmp_path, capsys):
     (tmp_path / "runs.json").write_text("{")
     assert main(["-w", str(tmp_path), "ls"]) == 2
     assert "db rebuild" in capsys.readouterr().err
+
+
+def test_export_writes_tables_and_figures(tmp_path):
+    from tui_fixtures import build_workspace
+
+    ws = build_workspace(tmp_path / "ws")
+    out = tmp_path / "out"
+    res = run_cli("export", "--experiment", "layer-freeze", "--out", str(out), "--json", ws=ws.root)
+    assert res.returncode == 0, res.stderr
+    written = {p.split("/")[-1] for p in json.loads(res.stdout)}
+    assert {"results.csv", "results.md", "epochs.csv", "curves.png", "curves.svg", "sweep.png", "sweep.svg"} <= written
+    md = (out / "results.md").read_text()
+    assert "| real-only | 86.5 ± 1.5 |" in md and "freeze[freeze_layers=17]" in md
+    assert run_cli("export", ws=ws.root).returncode == 2

@@ -57,6 +57,9 @@ class GpuPanel(Vertical):
         me = get_current_worker()
         psutil.cpu_percent()  # prime the counter
         while not me.is_cancelled:
+            if not self.display:  # hidden: nothing to poll for
+                time.sleep(POLL_S)
+                continue
             report = self.app.gpu_monitor.snapshot()
             run_pids = {}
             for r in self.app.store.list(state=list(protocol.ACTIVE_STATES)):
