@@ -102,6 +102,23 @@ def test_compose_screen_validates_inline(fixture_ws):
             await wait_until(pilot, lambda: not app.screen.problems, what="valid")
             assert app.screen.query_one("#compose-runs").row_count == 2
             assert "GPU hours" in str(app.screen.query_one("#compose-estimate").render())
+            screen = app.screen
+            screen.query_one("#compose-runs").focus()
+            await wait_until(pilot, lambda: screen.query("#field-steps"), what="form for run g")
+            field = screen.query_one("#field-steps")
+            field.value = "0"
+            field.focus()
+            await pilot.press("enter")  # the form writes the TOML; validation marks the field
+            await wait_until(pilot, lambda: screen.query_one("#field-steps").has_class("-invalid"), what="invalid")
+            assert "steps = 0" in editor.text
+            assert "field 'steps'" in screen.query_one("#field-steps").tooltip
+            field = screen.query_one("#field-steps")
+            field.value = "25"
+            field.focus()
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: not screen.problems, what="valid again")
+            assert "steps = 25" in editor.text
+            editor.focus()
             await pilot.press("ctrl+s")
             assert list(fixture_ws.specs_dir.glob("*.toml"))
             await pilot.press("escape")

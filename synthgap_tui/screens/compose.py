@@ -5,21 +5,24 @@ and an estimate of GPU hours, save, submit."""
 from __future__ import annotations
 
 import time
+import tomllib
 from pathlib import Path
+
+import tomli_w
 
 from rich.markup import escape
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Select, Static, TextArea
+from textual.widgets import DataTable, Footer, Header, Input, Label, Select, Static, TextArea
 
 from synthgap_tui import runs as lifecycle
 from synthgap_tui.presets import list_presets
-from synthgap_tui.specs import Experiment, SpecError, parse_spec
+from synthgap_tui.specs import COMMON, KIND_FIELDS, Experiment, SpecError, parse_spec
 
 DEBOUNCE_S = 0.3
 
@@ -75,6 +78,7 @@ class ComposeScreen(Screen):
         self.path = path
         self.exp: Experiment | None = None
         self.problems: list[str] = ["(not validated yet)"]
+        self.form_run: str | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -88,6 +92,8 @@ class ComposeScreen(Screen):
                 yield Static("", id="compose-status")
                 yield DataTable(id="compose-runs", cursor_type="row")
                 yield Static("", id="compose-estimate")
+                yield Static("", id="form-title")
+                yield VerticalScroll(id="compose-form")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -148,6 +154,8 @@ class ComposeScreen(Screen):
         for run in (msg.exp.runs if msg.exp else []):
             table.add_row(Text(run.name), run.kind, Text(", ".join(run.deps) or "-"))
         self.query_one("#compose-estimate", Static).update(escape(msg.estimate))
+        if self.form_run:
+            self.mark_field_problems()
 
     def action_save(self) -> None:
         text = self.query_one(TextArea).text
@@ -166,3 +174,67 @@ class ComposeScreen(Screen):
             self.notify("fix the spec first: " + (self.problems[0] if self.problems else ""), severity="error")
             return
         self.app.submit_experiment(self.exp, self.query_one(TextArea).text)
+
+    # -- the form: the fields of the run under the cursor ------------------------
+    @on(DataTable.RowHighlighted, "#compose-runs")
+    async def run_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if self.exp is None or event.cursor_row >= len(self.exp.runs):
+            return
+        base = self.exp.runs[event.cursor_row].base
+        if base != self.form_run:
+            await self.build_form(base)
+
+    async def build_form(self, base: str) -> None:
+        """One input per field of [runs.BASE]: the ones it sets, then the others it may set."""
+        try:
+            table = tomllib.loads(self.query_one(TextArea).text)["runs"][base]
+        except (tomllib.TOMLDecodeError, KeyError, TypeError):
+            return
+        self.form_run = base
+        kind = table.get("kind", "train")
+        fields = [k for k in ("kind", *COMMON, *KIND_FIELDS.get(kind, {})) if k != "sweep"]
+        fields = list(dict.fromkeys([k for k in fields if k in table] + fields))
+        form = self.query_one("#compose-form", VerticalScroll)
+        await form.remove_children()  # before mounting inputs with the same ids
+        rows = []
+        for name in fields:
+            value = table.get(name)
+            rows.append(Horizontal(
+                Label(name, classes="form-label"),
+                Input(value=tomli_w.dumps({"v": value})[4:].strip() if value is not None else "",
+                      placeholder="(default)", id=f"field-{name}", classes="form-input"),
+                classes="form-row"))
+        await form.mount_all(rows)
+        self.query_one("#form-title", Static).update(
+            f"[b]\\[runs.{escape(base)}][/b] fields · enter applies (the form rewrites the TOML without comments)")
+        self.mark_field_problems()
+
+    @on(Input.Submitted, ".form-input")
+    def field_submitted(self, event: Input.Submitted) -> None:
+        """Write the field into the spec: a TOML literal (4, 0.5, true, [1, 2], "x"),
+        or the text as a string; empty removes the field (its default applies)."""
+        name = event.input.id.removeprefix("field-")
+        text = event.value.strip()
+        try:
+            data = tomllib.loads(self.query_one(TextArea).text)
+        except tomllib.TOMLDecodeError as e:
+            self.notify(f"fix the TOML first: {e}", severity="error")
+            return
+        run = data.setdefault("runs", {}).setdefault(self.form_run, {})
+        if not text:
+            run.pop(name, None)
+        else:
+            try:
+                run[name] = tomllib.loads(f"v = {text}")["v"]
+            except tomllib.TOMLDecodeError:
+                run[name] = text
+        self.query_one(TextArea).load_text(tomli_w.dumps(data))
+
+    def mark_field_problems(self) -> None:
+        if not self.form_run:
+            return
+        for row_input in self.query(".form-input").results(Input):
+            name = row_input.id.removeprefix("field-")
+            hits = [p for p in self.problems if f"[runs.{self.form_run}" in p and f"field '{name}'" in p]
+            row_input.set_class(bool(hits), "-invalid")
+            row_input.tooltip = hits[0] if hits else None
