@@ -102,10 +102,9 @@ def submit(exp: Experiment, store: RunStore, spec_text: str | None = None) -> li
     if missing:
         raise SpecError([f"{exp.source}: {m}" for m in missing])
     if spec_text is not None:
-        ws.specs_dir.mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in exp.name)[:60]
-        (ws.specs_dir / f"{stamp}-{safe}.toml").write_text(spec_text)
+        copy = _keep_spec(ws, exp, spec_text)
+        for spec in specs.values():
+            spec["spec_file"] = str(copy)  # what "clone into composer" opens
     # Directories first: a crash before the index write leaves runs that
     # `synthgap db rebuild` recovers, never index entries without a folder.
     for spec in specs.values():
@@ -118,6 +117,24 @@ def submit(exp: Experiment, store: RunStore, spec_text: str | None = None) -> li
     store.create_many([{**{k: s[k] for k in INDEX_SPEC_KEYS if k in s}, "state": protocol.QUEUED,
                         "attempt": 1} for s in specs.values()])
     return [s["id"] for s in specs.values()]
+
+
+def _keep_spec(ws: Workspace, exp: Experiment, spec_text: str) -> Path:
+    """Copy the submitted spec into specs/, with dataset paths made absolute so
+    the copy means the same wherever it is opened from."""
+    import tomllib
+
+    import tomli_w
+
+    data = tomllib.loads(spec_text)
+    for name, ds in exp.datasets.items():
+        entry = data["datasets"][name]
+        data["datasets"][name] = {**entry, "path": ds["path"]} if isinstance(entry, dict) else ds["path"]
+    ws.specs_dir.mkdir(parents=True, exist_ok=True)
+    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in exp.name)[:60]
+    path = ws.specs_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{safe}.toml"
+    protocol.write_atomic(path, lambda f: f.write(tomli_w.dumps(data).encode()))
+    return path
 
 
 def set_state(store: RunStore, run_id: str, state: str, **fields) -> None:

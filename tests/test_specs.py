@@ -130,3 +130,22 @@ def test_every_preset_expands_and_dry_run_warns_about_placeholder_folders(tmp_pa
     reduction = load_spec(presets["mtg-data-reduction"].path)
     assert {r.params.get("fraction") for r in reduction.runs if r.base == "reduced"} == \
         {1.0, 0.5, 0.25, 0.125, 0.0625}
+
+
+def test_submitted_spec_is_kept_with_absolute_dataset_paths(tmp_path, monkeypatch):
+    from runners import protocol
+    from synthgap_tui import runs
+    from synthgap_tui.specs import load_spec
+    from synthgap_tui.store import RunStore
+    from synthgap_tui.workspace import Workspace
+
+    (tmp_path / "data" / "train").mkdir(parents=True)
+    (tmp_path / "data" / "val").mkdir()
+    spec = tmp_path / "exp.toml"
+    spec.write_text('[experiment]\nname = "e"\n[datasets]\nreal = "data"\n' + OK_TRAIN)
+    ws = Workspace(tmp_path / "ws")
+    ids = runs.submit(load_spec(spec), RunStore(ws), spec_text=spec.read_text())
+    copy = protocol.read_json(ws.run_file(ids[0], "spec.json"))["spec_file"]
+    monkeypatch.chdir(tmp_path / "ws")
+    again = load_spec(copy)  # parsed from elsewhere, it still names the same folder
+    assert again.datasets["real"]["path"] == str(tmp_path / "data")
