@@ -113,6 +113,7 @@ class SeededImages(Dataset):
     def __init__(self, samples: Sequence[tuple[str, int]], transform: Callable, seed: int):
         self.samples = list(samples)
         self.transform = transform
+        self.load = getattr(transform, "load", load_rgb)  # a transform may decode its own way
         self.seed = seed
 
     def __len__(self) -> int:
@@ -124,9 +125,9 @@ class SeededImages(Dataset):
         for attempt in range(len(self.samples)):
             path, label = self.samples[(index + attempt) % len(self.samples)]
             try:
-                img = load_rgb(path)
+                img = self.load(path)
                 break
-            except (OSError, UnidentifiedImageError, ValueError):
+            except (OSError, UnidentifiedImageError, ValueError, RuntimeError):  # RuntimeError: torchvision decode
                 bad = bad or path
         else:
             raise DataError("no readable image in the dataset")

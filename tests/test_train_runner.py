@@ -140,10 +140,11 @@ def test_missing_init_from_and_bad_n(data, tmp_path):
     assert "freeze_layers must be 0..9" in _failed_error(run_dir)
 
 
-def test_corrupt_image_is_skipped_and_counted(data, tmp_path):
+@pytest.mark.parametrize("augment", ["pytorch-example", "dino"])  # PIL and torchvision decoding
+def test_corrupt_image_is_skipped_and_counted(data, tmp_path, augment):
     train = make_image_folder(tmp_path / "t", classes=3, per_class=4)
     (train / "n00000000" / "n00000000_0001.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
-    run_dir = make_run(tmp_path, "corrupt", **{**TINY, "augment": "pytorch-example"}, train_dir=str(train),
+    run_dir = make_run(tmp_path, "corrupt", **{**TINY, "augment": augment}, train_dir=str(train),
                        eval_dir=str(data / "val"))
     assert run(run_dir) == 0
     assert final(run_dir)["summary"]["skipped_images"] == 1
