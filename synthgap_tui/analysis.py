@@ -104,26 +104,33 @@ class Sweep:
         return self.key in LOG_KEYS
 
 
-def find_sweep(runs: list[RunData]) -> Sweep | None:
-    """The sweep among these runs: the key most of them vary over (freeze_layers for
-    the layer-freeze figure, fraction for data reduction, guidance_scale, …)."""
+def sweep_keys(runs: list[RunData]) -> list[str]:
+    """Swept keys among these runs, most common first (freeze_layers wins ties)."""
     counts: dict[str, int] = {}
     for r in runs:
         for key in (r.spec.get("sweep") or {}):
             counts[key] = counts.get(key, 0) + 1
-    if not counts:
+    return sorted(counts, key=lambda k: (-counts[k], k != "freeze_layers", k))
+
+
+def find_sweep(runs: list[RunData], key: str | None = None) -> Sweep | None:
+    """top-1 against a swept key (by default the most common: freeze_layers for the
+    layer-freeze figure, fraction for data reduction, …). Runs without a sweep
+    are the baselines; runs swept over other keys are left out."""
+    keys = sweep_keys(runs)
+    if not keys:
         return None
-    key = max(counts, key=lambda k: (counts[k], k == "freeze_layers"))
+    key = key if key in keys else keys[0]
     series: dict[str, list] = {}
     baselines = {}
     for r in runs:
         top1 = r.summary.get("top1_mean")
+        sweep = r.spec.get("sweep") or {}
         if top1 is None:
             continue
-        value = (r.spec.get("sweep") or {}).get(key)
-        if isinstance(value, (int, float)):
-            series.setdefault(r.base, []).append((float(value), top1, r.summary.get("top1_std") or 0.0))
-        else:
+        if isinstance(sweep.get(key), (int, float)):
+            series.setdefault(r.base, []).append((float(sweep[key]), top1, r.summary.get("top1_std") or 0.0))
+        elif not sweep:
             baselines[r.name] = top1
     for points in series.values():
         points.sort()

@@ -27,6 +27,7 @@ class CompareScreen(Screen):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
         Binding("e", "export", "Export"),
+        Binding("w", "next_sweep", "Sweep key"),
     ]
 
     def __init__(self, run_ids: list[str], title: str = "comparison") -> None:
@@ -34,6 +35,7 @@ class CompareScreen(Screen):
         self.run_ids = run_ids
         self.title_text = title
         self.data: list[analysis.RunData] = []
+        self.sweep_key: str | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -75,7 +77,7 @@ class CompareScreen(Screen):
     def render_sweep(self) -> None:
         chart = self.query_one("#chart-sweep", LineChart)
         notes = self.query_one("#sweep-notes", Static)
-        sweep = analysis.find_sweep(self.data)
+        sweep = analysis.find_sweep(self.data, self.sweep_key)
         if sweep is None or not sweep.series:
             chart.set_series({})
             notes.update("No sweep among these runs with final results yet.")
@@ -90,7 +92,17 @@ class CompareScreen(Screen):
         chart.set_series(series, hlines=sweep.baselines)
         lines = [f"baseline {n}: {v:.1f}" for n, v in sweep.baselines.items()]
         lines += [f"fit {n}: top-1 = {a:.2f}·log(x) + {b:.2f}" for n, (a, b) in sweep.fits.items()]
-        notes.update("  ·  ".join(lines))
+        others = [k for k in analysis.sweep_keys(self.data) if k != sweep.key]
+        if others:
+            lines.append(f"w: show {others[0]}")
+        notes.update(Text("  ·  ".join(lines)))
+
+    def action_next_sweep(self) -> None:
+        keys = analysis.sweep_keys(self.data)
+        if len(keys) > 1:
+            current = analysis.find_sweep(self.data, self.sweep_key)
+            self.sweep_key = keys[(keys.index(current.key) + 1) % len(keys)]
+            self.render_sweep()
 
     def action_export(self) -> None:
         self.app.export_runs(self.run_ids, title=self.title_text)

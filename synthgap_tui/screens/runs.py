@@ -21,14 +21,14 @@ from synthgap_tui.widgets.runs_table import RunsTable
 
 COLUMNS = (
     # key, title, width, cell, sort key. Fixed widths: DataTable then need not
-    # measure every cell of thousands of rows.
-    ("name", "name", 26, lambda r, now: Text(r.get("name", r["id"])), lambda r: r.get("name", "")),
-    ("experiment", "experiment", 16, lambda r, now: Text(r.get("experiment", "-")), lambda r: r.get("experiment", "")),
-    ("kind", "kind", 8, lambda r, now: r.get("kind", "-"), lambda r: r.get("kind", "")),
+    # measure every cell of thousands of rows. The first five fit in 80 columns.
+    ("name", "name", 30, lambda r, now: Text(r.get("name", r["id"])), lambda r: r.get("name", "")),
     ("state", "state", 9, lambda r, now: Text(r["state"], style=STATE_STYLE.get(r["state"], "")),
      lambda r: r["state"]),
     ("progress", "prog", 4, lambda r, now: fm.fmt_progress(r), lambda r: r.get("progress") or 0),
     ("top1", "top-1", 9, lambda r, now: fm.fmt_top1(r), lambda r: fm.top1_of(r) or -1),
+    ("kind", "kind", 8, lambda r, now: r.get("kind", "-"), lambda r: r.get("kind", "")),
+    ("experiment", "experiment", 16, lambda r, now: Text(r.get("experiment", "-")), lambda r: r.get("experiment", "")),
     ("gpu", "gpu", 3, lambda r, now: fm.fmt_gpus(r), lambda r: fm.fmt_gpus(r)),
     ("started", "started", 11, lambda r, now: fm.fmt_time(r.get("started")), lambda r: r.get("started") or 0),
     ("duration", "time", 6, lambda r, now: fm.fmt_duration(fm.run_duration(r, now)),
@@ -65,7 +65,7 @@ class RunsScreen(Screen):
         self._last_loaded: list[dict] | None = None
         self.marked: set[str] = set()
         self.filter = RunFilter()
-        self.sort_index = 1  # experiment: runs of one experiment stay together
+        self.sort_index = COLUMN_KEYS.index("experiment")  # runs of one experiment stay together
         self.sort_reverse = False
 
     def compose(self) -> ComposeResult:
