@@ -51,7 +51,7 @@ def test_runs_screen_filters_sorts_and_marks(fixture_ws):
             await pilot.press("space", "down", "space")
             assert len(screen.marked) == 2
             await pilot.press("s")
-            assert screen.sort_index == 2
+            assert screen.sort_index == 6  # from experiment (5) to the next column
     asyncio.run(go())
 
 
