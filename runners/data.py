@@ -35,12 +35,6 @@ class ImageList:
     classes: list[str]  # sorted class folder names; index = label
     samples: list[tuple[str, int]]
 
-    def counts(self) -> list[int]:
-        out = [0] * len(self.classes)
-        for _, label in self.samples:
-            out[label] += 1
-        return out
-
 
 def scan_folder(root: str | os.PathLike, what: str = "dataset") -> ImageList:
     root = Path(root)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet
 
-from runners.archs import BLOCKS, num_layers
+from runners.archs import BLOCKS
 
 
 class CosineClassifier(nn.Module):
@@ -167,7 +167,3 @@ def load_state_file(path: str | Path) -> dict:
 
 def trainable_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def describe_layers(arch: str) -> str:
-    return f"{arch}: {num_layers(arch)} layers (1 stem, {sum(BLOCKS[arch])} blocks, 1 pool+classifier)"

@@ -33,7 +33,6 @@ class RunHistory:
         self.gpu_mem: dict[int, list[float]] = {}
         self.logs: list[str] = []
         self.progress: dict = {}
-        self.start: dict = {}
         self.final: dict = {}
 
     def add(self, events: list[dict]) -> None:
@@ -56,7 +55,6 @@ class RunHistory:
             elif kind == protocol.LOG:
                 self.logs.append(f"[{e.get('level', 'info')}] {e.get('message', '')}")
             elif kind == protocol.START:
-                self.start = e
                 self.final = {}
             elif kind in protocol.FINAL_EVENTS:
                 self.final = e

@@ -192,15 +192,18 @@ class ComposeScreen(Screen):
             return
         self.form_run = base
         kind = table.get("kind", "train")
-        fields = [k for k in ("kind", *COMMON, *KIND_FIELDS.get(kind, {})) if k != "sweep"]
+        schema = {**COMMON, **KIND_FIELDS.get(kind, {})}
+        fields = [k for k in ("kind", *schema) if k != "sweep"]
         fields = list(dict.fromkeys([k for k in fields if k in table] + fields))
         form = self.query_one("#compose-form", VerticalScroll)
         await form.remove_children()  # before mounting inputs with the same ids
         rows = []
         for name in fields:
             value = table.get(name)
+            label = Label(name, classes="form-label")
+            label.tooltip = schema[name].help or None if name in schema else None
             rows.append(Horizontal(
-                Label(name, classes="form-label"),
+                label,
                 Input(value=tomli_w.dumps({"v": value})[4:].strip() if value is not None else "",
                       placeholder="(default)", id=f"field-{name}", classes="form-input"),
                 classes="form-row"))
