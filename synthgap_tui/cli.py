@@ -403,17 +403,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON only")
     p.set_defaults(func=cmd_presets)
 
-    p = sub.add_parser("cancel", help="cancel runs (SIGTERM, then SIGKILL after a grace period)")
-    p.add_argument("runs", nargs="+", metavar="RUN")
-    p.set_defaults(func=cmd_cancel)
-
-    p = sub.add_parser("resume", help="continue ended runs from their last checkpoint")
-    p.add_argument("runs", nargs="+", metavar="RUN")
-    p.set_defaults(func=cmd_resume)
-
-    p = sub.add_parser("retry", help="run ended runs again from scratch (old files kept in attempts/)")
-    p.add_argument("runs", nargs="+", metavar="RUN")
-    p.set_defaults(func=cmd_retry)
+    for name, func, text in (
+            ("cancel", cmd_cancel, "cancel runs (SIGTERM, then SIGKILL after a grace period)"),
+            ("resume", cmd_resume, "continue ended runs from their last checkpoint"),
+            ("retry", cmd_retry, "run ended runs again from scratch (old files kept in attempts/)")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("runs", nargs="+", metavar="RUN")
+        p.set_defaults(func=func)
 
     p = sub.add_parser("logs", help="print a run's output")
     p.add_argument("run")
