@@ -93,8 +93,8 @@ class Supervisor:
         self.store.update_many(changes)
         runs = {r["id"]: r for r in self.store.list()}
         self._launch_ready(runs)
-        active = [r for r in self.store.list() if r["state"] in protocol.ACTIVE_STATES]
-        return bool(active) or bool(self._ready(self.store.list()))
+        now = self.store.list()
+        return any(r["state"] in protocol.ACTIVE_STATES for r in now) or bool(self._ready(now))
 
     def _follow(self, run: dict, changes: dict) -> None:
         run_id = run["id"]

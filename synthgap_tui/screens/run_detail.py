@@ -26,6 +26,13 @@ POLL_S = 0.5
 CHART_INTERVAL_S = 1.0
 
 
+def _mtime(path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+
+
 class EventsArrived(Message):
     """A batch of new events: one message per poll, however fast the runner writes."""
 
@@ -97,20 +104,11 @@ class RunScreen(Screen):
         last_stdout = last_status = None
         while not me.is_cancelled:
             events = reader.read_new()
-            record = None
-            try:
-                mtime = status_path.stat().st_mtime
-            except FileNotFoundError:
-                mtime = None
-            if mtime != last_status:
+            record = stdout = None
+            if (mtime := _mtime(status_path)) != last_status:
                 last_status = mtime
                 record = {**base, **(protocol.read_json(status_path, {}) or {})}
-            stdout = None
-            try:
-                mtime = stdout_path.stat().st_mtime
-            except FileNotFoundError:
-                mtime = None
-            if mtime != last_stdout:
+            if (mtime := _mtime(stdout_path)) != last_stdout:
                 last_stdout, stdout = mtime, tail_lines(stdout_path, 200)
             self.post_message(EventsArrived(events, record, stdout))
             time.sleep(POLL_S)
