@@ -1,17 +1,14 @@
-"""Multi-crop input pipeline: ours (runners.augment.MultiCrop) against the t-ReX one.
+"""Multi-crop input pipeline: ours (runners.multicrop.MultiCrop) against the t-ReX one.
 
 Reference: the DINO / t-ReX multi-crop written with PIL and torchvision.transforms
-(1 global RandomResizedCrop(224, 0.25-1) + 8 local RandomResizedCrop(96, 0.05-0.25),
-bicubic, flip, ColorJitter(0.4, 0.4, 0.2, 0.1) p 0.8, grayscale 0.2, PIL Gaussian
-blur 0.1-2.0 (p 0.2 global, 0.5 local), solarisation p 0.2 global), on the same
-500x375 JPEGs, one thread, decode included: the reference decodes with PIL as
-t-ReX does, ours with torchvision.io as the runner does. Rounds alternate.
+(tests/trex_reference.py), on the same 500x375 JPEGs, one thread, decode
+included: the reference decodes with PIL as t-ReX does, ours with
+torchvision.io as the runner does. Rounds alternate.
 Last line: ``multicrop speedup: X.XXx``.
 """
 
 from __future__ import annotations
 
-import random
 import statistics
 import sys
 import tempfile
@@ -20,46 +17,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageFilter, ImageOps
-from torchvision import transforms as T
-from torchvision.transforms import InterpolationMode
+from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from runners.augment import IMAGENET_MEAN, IMAGENET_STD, MultiCrop  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
 from runners.data import load_rgb  # noqa: E402
+from runners.multicrop import MultiCrop  # noqa: E402
+from trex_reference import IMAGENET_MEAN, IMAGENET_STD, trex_multicrop  # noqa: E402
 
 N_IMAGES = 64
 ROUNDS = 7
-
-
-class GaussianBlur:
-    def __init__(self, p):
-        self.p = p
-
-    def __call__(self, img):
-        if random.random() > self.p:
-            return img
-        return img.filter(ImageFilter.GaussianBlur(radius=random.uniform(0.1, 2.0)))
-
-
-class Solarization:
-    def __init__(self, p):
-        self.p = p
-
-    def __call__(self, img):
-        return ImageOps.solarize(img) if random.random() < self.p else img
-
-
-def trex_multicrop():
-    jitter = T.Compose([T.RandomHorizontalFlip(p=0.5),
-                        T.RandomApply([T.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
-                        T.RandomGrayscale(p=0.2)])
-    normalize = T.Compose([T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-    glob = T.Compose([T.RandomResizedCrop(224, scale=(0.25, 1.0), interpolation=InterpolationMode.BICUBIC),
-                      jitter, GaussianBlur(0.2), Solarization(0.2), normalize])
-    local = T.Compose([T.RandomResizedCrop(96, scale=(0.05, 0.25), interpolation=InterpolationMode.BICUBIC),
-                       jitter, GaussianBlur(0.5), normalize])
-    return lambda img: [glob(img)] + [local(img) for _ in range(8)]
 
 
 def make_jpegs(root: Path) -> list[Path]:

@@ -5,7 +5,7 @@ import subprocess
 
 from conftest import PYTHON, subprocess_env
 
-HEAVY = ["torch", "torchvision", "diffusers", "transformers", "matplotlib"]
+HEAVY = ["torch", "torchvision", "diffusers", "transformers", "matplotlib", "cv2"]
 
 
 def _loaded_after(code: str, tmp_path) -> set[str]:
