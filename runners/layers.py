@@ -152,11 +152,11 @@ def load_prefix(net: resnet.ResNet, state: dict, n_layers: int, reinit: bool, so
     return sorted(loaded)
 
 
-def load_state_file(path: str | Path) -> dict:
+def load_state_file(path: str | Path, field: str = "init_from") -> dict:
     """A state dict from a SynthGap checkpoint or a plain torchvision weights file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"init_from: no checkpoint at {path}")
+        raise FileNotFoundError(f"{field}: no checkpoint at {path}")
     obj = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]

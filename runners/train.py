@@ -25,7 +25,8 @@ from runners import protocol, recipes
 from runners.augment import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
 from runners.data import (DataError, EpochSampler, ImageList, SeededImages, balanced_fraction,
                           channel_stats, check_same_classes, mix_seed, mix_weights, scan_folder)
-from runners.layers import Student, build_resnet, load_prefix, load_state_file, trainable_parameters
+from runners.layers import (Student, build_resnet, layer_prefixes, load_prefix, load_state_file,
+                            trainable_parameters)
 from runners.runtime import (Cancelled, Device, RunContext, RunnerError, atomic_torch_save, run_main,
                              runner_args_parser)
 
@@ -205,8 +206,11 @@ def build_student(cfg: dict, num_classes: int, ctx: RunContext) -> Student:
     torch.manual_seed(mix_seed("init", cfg["seed"]))
     net = build_resnet(cfg["arch"], num_classes, small_input=cfg["small_input"], tau=cfg["tau"], width=cfg["width"])
     if cfg.get("weights"):
-        keys = load_prefix(net, load_state_file(cfg["weights"]), 0, reinit=False, source=cfg["weights"])
-        ctx.log(f"loaded {len(keys)} tensors from {cfg['weights']}")
+        # Every layer but the classifier must be in the file: a partial load would pass unnoticed.
+        backbone = len(layer_prefixes(net)) - 1
+        keys = load_prefix(net, load_state_file(cfg["weights"], "weights"), backbone, reinit=False,
+                           source=cfg["weights"])
+        ctx.log(f"weights {cfg['weights']}: loaded {len(keys)} tensors")
     n = cfg["freeze_layers"]
     if cfg.get("init_from_path") or cfg.get("init_from"):
         path = cfg.get("init_from_path") or cfg["init_from"]

@@ -140,6 +140,42 @@ def test_missing_init_from_and_bad_n(data, tmp_path):
     assert "freeze_layers must be 0..9" in _failed_error(run_dir)
 
 
+class _Log:
+    def __init__(self):
+        self.lines = []
+
+    def log(self, message, level="info"):
+        self.lines.append(message)
+
+
+def test_weights_file_loads_the_backbone_or_fails_clearly(tmp_path):
+    """ImageNet transfer: a torchvision state dict (1000 classes) gives every
+    layer but the classifier; a file of another architecture is an error."""
+    from torchvision.models import resnet18, resnet34
+
+    from runners import recipes
+    from runners.train import build_student
+
+    torch.save(resnet18().state_dict(), tmp_path / "r18.pth")
+    torch.save(resnet34().state_dict(), tmp_path / "r34.pth")
+    spec = {**TINY, "small_input": False, "weights": str(tmp_path / "r18.pth")}
+    ctx = _Log()
+    student = build_student(recipes.resolve(spec), 3, ctx)
+    source = torch.load(tmp_path / "r18.pth", weights_only=True)
+    for key, value in student.net.state_dict().items():
+        if key.startswith("fc."):
+            assert value.shape[0] == 3
+        else:
+            assert torch.equal(value, source[key]), key
+    assert "loaded" in ctx.lines[0]
+    with pytest.raises(ValueError, match="shape"):  # the 3x3 stem of small_input
+        build_student(recipes.resolve({**spec, "small_input": True}), 3, _Log())
+    with pytest.raises(ValueError, match=r"r34.pth: layer1.0.conv1.weight has shape \(64, 64, 3, 3\)"):
+        build_student(recipes.resolve({**spec, "arch": "resnet50", "weights": str(tmp_path / "r34.pth")}), 3, _Log())
+    with pytest.raises(FileNotFoundError, match="weights: no checkpoint"):
+        build_student(recipes.resolve({**spec, "weights": str(tmp_path / "nope.pth")}), 3, _Log())
+
+
 @pytest.mark.parametrize("augment", ["pytorch-example", "dino"])  # PIL and torchvision decoding
 def test_corrupt_image_is_skipped_and_counted(data, tmp_path, augment):
     train = make_image_folder(tmp_path / "t", classes=3, per_class=4)
