@@ -121,7 +121,7 @@ class Device:
     def autocast(self):
         if not self.amp:
             return contextlib.nullcontext()
-        return torch.autocast(device_type="cuda", dtype=self.dtype)
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
     def to(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 4:

@@ -140,6 +140,37 @@ def test_missing_init_from_and_bad_n(data, tmp_path):
     assert "freeze_layers must be 0..9" in _failed_error(run_dir)
 
 
+def test_mixed_precision_and_channels_last_path_trains(data, tmp_path, monkeypatch):
+    """The loop as it runs on a GPU (autocast to bf16, channels_last inputs and
+    model, scaler disabled for bf16), with the CPU standing in for CUDA."""
+    from runners import runtime, train
+
+    class CpuAsGpu(runtime.Device):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.amp, self.dtype, self.memory_format = True, torch.bfloat16, torch.channels_last
+
+    monkeypatch.setattr(train, "Device", CpuAsGpu)
+    seen = []
+    real_forward = layers.Student.forward
+
+    def forward(self, x):
+        seen.append((x.is_contiguous(memory_format=torch.channels_last), torch.is_autocast_enabled("cpu")))
+        out = real_forward(self, x)
+        seen[-1] += (out.dtype,)
+        return out
+
+    monkeypatch.setattr(layers.Student, "forward", forward)
+    run_dir = make_run(tmp_path, "amp", **{**TINY, "augment": "dino", "epochs": 2}, train_dir=str(data / "train"),
+                       eval_dir=str(data / "val"))
+    assert run(run_dir) == 0
+    assert seen and all(cl for cl, *_ in seen)
+    assert any(ac and dtype == torch.bfloat16 for _, ac, dtype in seen)  # training steps
+    weights = torch.load(run_dir / "checkpoints" / "model.pt", weights_only=True)
+    assert all(v.dtype in (torch.float32, torch.int64) for v in weights.values())  # autocast leaves fp32 masters
+    assert all(math.isfinite(e["loss"]) for e in events(run_dir) if e["type"] == "train_step")
+
+
 class _Log:
     def __init__(self):
         self.lines = []
