@@ -35,8 +35,7 @@ def test_crop_geometry_follows_torchvision_random_resized_crop(scale):
     assert ks(aspect(ours), aspect(ref)) < 0.05
     assert min(area(ours)) >= scale[0] * 0.95 and max(area(ours)) <= scale[1] * 1.05
     assert all(0 <= i <= height - h and 0 <= j <= width - w for i, j, h, w in ours)
-    # Positions are uniform over what is left: the top edges of the largest
-    # and smallest crops reach both ends.
+    # Positions span the room left: some crops touch the top edge, some the bottom.
     assert min(i for i, *_ in ours) == 0 and max(i + h for i, _, h, _ in ours) == height
 
 
