@@ -22,3 +22,16 @@ def events(run_dir: Path) -> list[dict]:
 
 def final(run_dir: Path) -> dict:
     return [e for e in events(run_dir) if e["type"] in protocol.FINAL_EVENTS][-1]
+
+
+def run_in_process(runner, run_dir: Path, *extra: str) -> int:
+    """``runner.main`` on ``run_dir`` with the command line the supervisor gives it."""
+    return runner.main(runner.get_args_parser().parse_args(["--run-dir", str(run_dir), *extra]))
+
+
+def failed_error(runner, run_dir: Path) -> str:
+    """Run ``runner`` on ``run_dir``, which must fail: the error of its final event."""
+    assert run_in_process(runner, run_dir) == 1
+    ev = final(run_dir)
+    assert ev["type"] == "failed"
+    return ev["error"]

@@ -3,14 +3,15 @@ import json
 import signal
 import subprocess
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from conftest import PYTHON, subprocess_env
 from imagegen import make_image_folder
-from runner_helpers import events, final
-from runners.generate import get_args_parser, main
+from runner_helpers import events, failed_error, final, run_in_process
+from runners import generate, train_generator
 from tiny_sd import build_tiny_sd
 
 
@@ -35,8 +36,8 @@ def make_gen_run(root: Path, name: str, model, classes, **spec) -> Path:
     return run_dir
 
 
-def run(run_dir, *extra) -> int:
-    return main(get_args_parser().parse_args(["--run-dir", str(run_dir), *extra]))
+run = partial(run_in_process, generate)
+_error = partial(failed_error, generate)
 
 
 def files(run_dir: Path) -> dict[str, bytes]:
@@ -113,13 +114,6 @@ def test_sigterm_stops_cleanly_with_whole_files_only(tmp_path, model, classes):
             img.verify()
 
 
-def _error(run_dir) -> str:
-    assert run(run_dir) == 1
-    ev = final(run_dir)
-    assert ev["type"] == "failed"
-    return ev["error"]
-
-
 def test_missing_model_folder(tmp_path, classes):
     r = make_gen_run(tmp_path, "nomodel", tmp_path / "models" / "sd14", classes)
     assert "model folder" in _error(r) and "not found" in final(r)["error"]
@@ -175,8 +169,6 @@ def test_img2img_from_a_real_dataset(tmp_path, model, classes):
 
 
 def test_demo_generator_trains_and_generates(tmp_path):
-    from runners import train_generator
-
     data = make_image_folder(tmp_path / "fm", classes=3, per_class=6, size=(28, 28))
     tg = tmp_path / "tg"
     tg.mkdir()
@@ -184,7 +176,7 @@ def test_demo_generator_trains_and_generates(tmp_path):
                                               "data_dir": str(data), "steps": 4, "batch_size": 8,
                                               "channels": [8, 16], "image_size": 16, "sample_steps": 2,
                                               "checkpoint_every": 2}))
-    assert train_generator.main(train_generator.get_args_parser().parse_args(["--run-dir", str(tg)])) == 0
+    assert run_in_process(train_generator, tg) == 0
     assert (tg / "samples.png").is_file()
     gen = tg / "checkpoints" / "generator"
     r = make_gen_run(tmp_path, "demo", gen, "unused", images_per_class=2, steps=3, guidance_scale=2.0)

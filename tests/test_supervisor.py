@@ -1,6 +1,7 @@
 import os
 import signal
 import subprocess
+from pathlib import Path
 
 import psutil
 
@@ -46,6 +47,16 @@ def cli(ws, *args, env=None, **kw):
                           capture_output=True, text=True, env=subprocess_env(**(env or {})), **kw)
 
 
+def submit(ws: Path, tmp_path: Path, runs: str, step_s=0.1) -> tuple[dict, Path]:
+    """Submit ``runs`` to the fake runner; returns the environment and the fake runner's log."""
+    spec = tmp_path / "spec.toml"
+    spec.write_text(spec_text(runs))
+    log = tmp_path / "fake.log"
+    env = env_for(log, step_s=step_s)
+    assert cli(ws, "submit", str(spec), env=env).returncode == 0
+    return env, log
+
+
 def test_dependent_runs_finish_in_order_after_the_terminal_is_gone(tmp_path):
     ws = make_workspace(tmp_path)
     spec = tmp_path / "chain.toml"
@@ -78,11 +89,7 @@ def test_dependent_runs_finish_in_order_after_the_terminal_is_gone(tmp_path):
 
 def test_killed_runner_becomes_lost_and_resume_finishes_it(tmp_path):
     ws = make_workspace(tmp_path)
-    spec = tmp_path / "one.toml"
-    spec.write_text(spec_text(TRAIN.format(epochs=30, seeds="[1]")))
-    log = tmp_path / "fake.log"
-    env = env_for(log, step_s=0.1)
-    assert cli(ws, "submit", str(spec), env=env).returncode == 0
+    env, log = submit(ws, tmp_path, TRAIN.format(epochs=30, seeds="[1]"))
     store = RunStore(ws)
     run_id = store.list()[0]["id"]
     wait_for(lambda: (store.get(run_id).get("progress") or 0) > 0.1, what="progress")
@@ -101,11 +108,7 @@ def test_killed_runner_becomes_lost_and_resume_finishes_it(tmp_path):
 
 def test_killed_supervisor_is_replaced_and_nothing_runs_twice(tmp_path):
     ws = make_workspace(tmp_path, gpus=(0, 1))
-    spec = tmp_path / "two.toml"
-    spec.write_text(spec_text(TRAIN.format(epochs=15, seeds="[1, 2, 3]")))
-    log = tmp_path / "fake.log"
-    env = env_for(log, step_s=0.1)
-    assert cli(ws, "submit", str(spec), env=env).returncode == 0
+    env, log = submit(ws, tmp_path, TRAIN.format(epochs=15, seeds="[1, 2, 3]"))
     wait_for(lambda: list(states(ws).values()).count("running") == 2, what="two running")
     sup = [p for p in psutil.process_iter(["cmdline"])
            if "synthgap_tui.supervisor" in " ".join(p.info["cmdline"] or []) and str(ws) in " ".join(p.info["cmdline"])]
@@ -120,10 +123,7 @@ def test_killed_supervisor_is_replaced_and_nothing_runs_twice(tmp_path):
 
 def test_two_gpus_five_runs_one_run_per_gpu(tmp_path):
     ws = make_workspace(tmp_path, gpus=(0, 1))
-    spec = tmp_path / "five.toml"
-    spec.write_text(spec_text(TRAIN.format(epochs=4, seeds="[1, 2, 3, 4, 5]")))
-    log = tmp_path / "fake.log"
-    assert cli(ws, "submit", str(spec), env=env_for(log, step_s=0.1)).returncode == 0
+    _, log = submit(ws, tmp_path, TRAIN.format(epochs=4, seeds="[1, 2, 3, 4, 5]"))
     wait_for(lambda: set(states(ws).values()) == {"finished"}, timeout=90, what="all finished")
     intervals = {}
     for kind, name, t, devices, *_ in fake_log(log):
@@ -139,11 +139,7 @@ def test_two_gpus_five_runs_one_run_per_gpu(tmp_path):
 
 def test_cancel_queued_and_running(tmp_path):
     ws = make_workspace(tmp_path)
-    spec = tmp_path / "c.toml"
-    spec.write_text(spec_text(TRAIN.format(epochs=200, seeds="[1, 2]")))
-    log = tmp_path / "fake.log"
-    env = env_for(log, step_s=0.1)
-    assert cli(ws, "submit", str(spec), env=env).returncode == 0
+    env, _ = submit(ws, tmp_path, TRAIN.format(epochs=200, seeds="[1, 2]"))
     wait_for(lambda: "running" in states(ws).values(), what="one running")
     st = states(ws)
     running = next(n for n, s in st.items() if s == "running")
@@ -157,11 +153,8 @@ def test_cancel_queued_and_running(tmp_path):
 
 def test_failed_run_and_retry_moves_old_attempt_aside(tmp_path):
     ws = make_workspace(tmp_path)
-    spec = tmp_path / "f.toml"
-    spec.write_text(spec_text('[runs.bad]\nkind = "train"\ntrain = "real"\neval = "real"\n'
-                              'epochs = 2\nnotes = "fail"\n'))
-    env = env_for(tmp_path / "fake.log")
-    assert cli(ws, "submit", str(spec), env=env).returncode == 0
+    env, _ = submit(ws, tmp_path, '[runs.bad]\nkind = "train"\ntrain = "real"\neval = "real"\n'
+                                  'epochs = 2\nnotes = "fail"\n', step_s=0.05)
     store = RunStore(ws)
     wait_for(lambda: states(ws) == {"bad": "failed"}, what="failed")
     assert store.list()[0]["error"] == "asked to fail"

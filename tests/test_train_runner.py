@@ -2,17 +2,18 @@ import math
 import signal
 import subprocess
 import time
+from functools import partial
 
 import pytest
 import torch
 
 from conftest import PYTHON, subprocess_env
 from imagegen import make_dataset, make_image_folder
-from runner_helpers import TINY, events, final, make_run
-from runners import layers
+from runner_helpers import TINY, events, failed_error, final, make_run, run_in_process
+from runners import layers, train
 from runners.data import ImageList, balanced_fraction, scan_folder
 from runners.layers import Student, build_resnet, layer_param_counts
-from runners.train import accuracy, get_args_parser, main
+from runners.train import accuracy
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +21,8 @@ def data(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp("data"), classes=3, train_per_class=6, val_per_class=3)
 
 
-def run(run_dir, *extra) -> int:
-    return main(get_args_parser().parse_args(["--run-dir", str(run_dir), *extra]))
+run = partial(run_in_process, train)
+_failed_error = partial(failed_error, train)
 
 
 def test_layer_table_of_resnet50():
@@ -109,13 +110,6 @@ def test_top1_top5_on_a_hand_built_case():
     assert accuracy(logits, torch.tensor([0, 5, 6, 3])) == [1, 3]
 
 
-def _failed_error(run_dir) -> str:
-    assert run(run_dir) == 1
-    ev = final(run_dir)
-    assert ev["type"] == "failed"
-    return ev["error"]
-
-
 def test_class_mismatch_is_a_clear_error(data, tmp_path):
     other = make_image_folder(tmp_path / "other", classes=2, per_class=2)
     run_dir = make_run(tmp_path, "mismatch", **TINY, train_dir=str(other), eval_dir=str(data / "val"))
@@ -123,10 +117,10 @@ def test_class_mismatch_is_a_clear_error(data, tmp_path):
 
 
 def test_empty_class_folder_is_a_clear_error(data, tmp_path):
-    train = make_image_folder(tmp_path / "t", classes=3, per_class=2)
-    for f in (train / "n00000001").iterdir():
+    folder = make_image_folder(tmp_path / "t", classes=3, per_class=2)
+    for f in (folder / "n00000001").iterdir():
         f.unlink()
-    run_dir = make_run(tmp_path, "empty", **TINY, train_dir=str(train), eval_dir=str(data / "val"))
+    run_dir = make_run(tmp_path, "empty", **TINY, train_dir=str(folder), eval_dir=str(data / "val"))
     assert "class folder" in _failed_error(run_dir) and "has no images" in final(run_dir)["error"]
 
 
@@ -143,7 +137,7 @@ def test_missing_init_from_and_bad_n(data, tmp_path):
 def test_mixed_precision_and_channels_last_path_trains(data, tmp_path, monkeypatch):
     """The loop as it runs on a GPU (autocast to bf16, channels_last inputs and
     model, scaler disabled for bf16), with the CPU standing in for CUDA."""
-    from runners import runtime, train
+    from runners import runtime
 
     class CpuAsGpu(runtime.Device):
         def __init__(self, **kw):
@@ -209,9 +203,9 @@ def test_weights_file_loads_the_backbone_or_fails_clearly(tmp_path):
 
 @pytest.mark.parametrize("augment", ["pytorch-example", "dino"])  # PIL and torchvision decoding
 def test_corrupt_image_is_skipped_and_counted(data, tmp_path, augment):
-    train = make_image_folder(tmp_path / "t", classes=3, per_class=4)
-    (train / "n00000000" / "n00000000_0001.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
-    run_dir = make_run(tmp_path, "corrupt", **{**TINY, "augment": augment}, train_dir=str(train),
+    folder = make_image_folder(tmp_path / "t", classes=3, per_class=4)
+    (folder / "n00000000" / "n00000000_0001.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    run_dir = make_run(tmp_path, "corrupt", **{**TINY, "augment": augment}, train_dir=str(folder),
                        eval_dir=str(data / "val"))
     assert run(run_dir) == 0
     assert final(run_dir)["summary"]["skipped_images"] == 1
