@@ -14,16 +14,17 @@ import re
 import string
 from pathlib import Path
 
+import synthgap_assets
 from runners.runtime import RunnerError
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
-BUILTIN = {"imagenet100": ASSETS / "imagenet100.json"}
+
+BUILTIN = {"imagenet100": "imagenet100.json"}  # shipped in synthgap_assets
 PLACEHOLDERS = ("name", "definition", "hypernym")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
 def load_classes(source: str) -> list[dict]:
-    path = BUILTIN.get(source, Path(source).expanduser())
+    path = synthgap_assets.path(BUILTIN[source]) if source in BUILTIN else Path(source).expanduser()
     try:
         text = path.read_text()
     except OSError as e:

@@ -12,15 +12,16 @@ import json
 import os
 import shutil
 import time
+from importlib.resources import files
 from pathlib import Path
 
+import synthgap_assets
 from runners import protocol
 from synthgap_tui.workspace import Workspace
 
-ASSETS = Path(__file__).resolve().parents[2] / "assets"
-DEMO_DATA = ASSETS / "fashion-mnist-demo.npz"
-GENERATOR = ASSETS / "demo-generator"
-SPEC_TEMPLATE = Path(__file__).with_name("demo.toml")
+DEMO_DATA = synthgap_assets.path("fashion-mnist-demo.npz")
+GENERATOR = synthgap_assets.path("demo-generator")
+SPEC_TEMPLATE = Path(str(files(__name__) / "demo.toml"))
 EXPERIMENT = "demo"
 DATASET_DIR = "datasets/fashion-mnist"
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 
-PRESET_DIR = Path(__file__).parent
+PRESET_DIR = Path(str(files(__name__)))
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ def list_presets() -> list[Preset]:
 def preset_path(name: str) -> Path:
     path = PRESET_DIR / f"{Path(name).stem}.toml"
     if not path.is_file():
-        from synthgap_tui.cli import UserError
+        from synthgap_tui.errors import UserError
 
         names = ", ".join(p.name for p in list_presets())
         raise UserError(f"no preset {name!r}; presets: {names}")
