@@ -21,6 +21,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, Sampler
 
+from runners import protocol
+
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
 STATS_FILE = ".synthgap-stats.json"
 
@@ -197,9 +199,7 @@ def channel_stats(images: ImageList, cache_dir: Path, max_images: int = 2000) ->
     result = {"key": key, "mean": mean.tolist(), "std": std.tolist()}
     for place in (images.root / STATS_FILE, cache_dir / STATS_FILE):
         try:
-            tmp = place.with_name(f".{place.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(result))
-            os.replace(tmp, place)
+            protocol.write_json_atomic(place, result)
             break
         except OSError:
             continue

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,15 +32,13 @@ EPOCH = "epoch"  # epoch, train_loss, top1, top5, val_loss
 GPU = "gpu"  # devices: [{index, memory_used, memory_reserved, utilization}]
 LOG = "log"  # level, message
 CHECKPOINT = "checkpoint"  # path, epoch
-ARTIFACT = "artifact"  # path, kind
-HEARTBEAT = "heartbeat"
+ARTIFACT = "artifact"  # path, kind (the artifact name a run kind declares)
 DONE = "done"  # summary
 FAILED = "failed"  # error, traceback
 CANCELLED = "cancelled"  # reason
 
 EVENT_TYPES = frozenset(
-    {START, PROGRESS, TRAIN_STEP, EPOCH, GPU, LOG, CHECKPOINT, ARTIFACT,
-     HEARTBEAT, DONE, FAILED, CANCELLED}
+    {START, PROGRESS, TRAIN_STEP, EPOCH, GPU, LOG, CHECKPOINT, ARTIFACT, DONE, FAILED, CANCELLED}
 )
 FINAL_EVENTS = frozenset({DONE, FAILED, CANCELLED})
 
@@ -167,7 +166,8 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> N
     """Call ``write(file)`` on a temp file beside ``path``, fsync, rename over
     ``path``: readers see the old or the new file, never a torn one."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # pid and thread: writers of one file in several processes or threads never share a temp file.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         with open(tmp, "wb") as f:
             write(f)
@@ -177,6 +177,16 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> N
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    # The rename itself survives a power cut only once the folder is synced.
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    write_atomic(path, lambda f: f.write(text.encode()))
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> None:

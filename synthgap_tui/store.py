@@ -22,6 +22,7 @@ from tinydb.storages import Storage
 from tinydb.table import Document
 
 from runners import protocol
+from synthgap_tui.errors import RunNotFound, StoreCorrupt, StoreError
 from synthgap_tui.workspace import Workspace, is_run_id, new_run_id, run_id_to_doc_id
 
 SCHEMA_VERSION = 1
@@ -29,19 +30,6 @@ TABLE = "runs"
 _META = "meta"
 _HEAD_BYTES = 80  # covers '{"meta":{"schema":1,"token":"…"}' (see write)
 LOCK_TIMEOUT_S = 60
-
-
-class StoreError(Exception):
-    """A problem with the run index that the user can act on."""
-
-
-class StoreCorrupt(StoreError):
-    pass
-
-
-class RunNotFound(StoreError, KeyError):
-    def __str__(self) -> str:  # KeyError would quote the message
-        return self.args[0]
 
 
 class AtomicJSONStorage(Storage):
@@ -99,19 +87,12 @@ class AtomicJSONStorage(Storage):
     def write(self, data: dict) -> None:
         meta = {"schema": SCHEMA_VERSION, "token": secrets.token_hex(8)}
         payload = orjson.dumps({_META: meta, **data})
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
-            with open(tmp, "wb") as f:
-                f.write(payload)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-            _fsync_dir(self.path.parent)
+            protocol.write_atomic(self.path, lambda f: f.write(payload))
         except BaseException as e:
             # TinyDB changed the cached tables in place before calling write:
             # forget them so the next read shows what is really on disk.
             self._cache = self._key = None
-            tmp.unlink(missing_ok=True)
             if isinstance(e, OSError):
                 raise StoreError(f"Could not write the run index {self.path}: {e.strerror or e}. "
                                  "Nothing was changed.") from None
@@ -122,14 +103,6 @@ class AtomicJSONStorage(Storage):
 
     def close(self) -> None:
         pass
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class RunStore:
