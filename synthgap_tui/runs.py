@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-import os
+import copy
 import shutil
 import signal
 import time
 from pathlib import Path
 
-import psutil
-
-from runners import protocol
-from synthgap_tui.specs import Experiment, SpecError
-from synthgap_tui.store import RunStore, StoreError
+from runners import kinds, protocol
+from synthgap_tui import launchers
+from synthgap_tui.errors import SpecError, StoreError, UserError
+from synthgap_tui.specs import Experiment, ref_values
+from synthgap_tui.store import RunStore
 from synthgap_tui.workspace import Workspace, new_run_id
 
-GENERATED_DATA = "data"  # a generate run writes its ImageFolder under runs/<id>/data/
-MODEL_FILE = "model.pt"  # a train run's final weights, under checkpoints/
+# In spec.json, where a run's input is another run's artifact: replaced by the
+# path that run reported in its `artifact` event when this run starts.
+ARTIFACT_KEY = "$artifact"
+ATTEMPTS_DIR = "attempts"  # a retried run's earlier attempts, attempts/N/
 
 
 def dataset_dir(datasets: dict, name: str, split: str) -> str:
@@ -24,64 +26,50 @@ def dataset_dir(datasets: dict, name: str, split: str) -> str:
     return str(Path(ds["path"]) / ds.get(split, split))
 
 
-def _resolve(exp: Experiment, ids: dict[str, str], ws: Workspace) -> dict[str, dict]:
-    """Each run's spec.json: its parameters plus the folders its references name."""
-
-    def folder(ref: tuple, split: str) -> str:
-        what, name = ref
-        if what == "dataset":
-            return dataset_dir(exp.datasets, name, split)
-        if what == "path":
-            return str(Path(name).expanduser().resolve())
-        return str(ws.run_dir(ids[name]) / GENERATED_DATA / "train")
-
-    specs = {}
+def _resolve(exp: Experiment, ids: dict[str, str]) -> tuple[dict[str, dict], list[tuple[str, str, str]]]:
+    """Each run's spec.json (its parameters plus what its references name), and
+    the local inputs they need as (run name, "file" or "dir", path)."""
+    specs, inputs = {}, []
     now = time.time()
     for run in exp.runs:
         spec = {
             "id": ids[run.name], "name": run.name, "experiment": exp.name, "kind": run.kind,
             "created": now, "depends_on": [ids[d] for d in run.deps],
             "gpus_requested": run.params.get("gpus", 1), "sweep": run.sweep_values,
-            "spec_file": exp.source, **run.params,
+            "spec_file": exp.source, **copy.deepcopy(run.params),
         }
-        refs = run.refs
-        if "train" in refs:
-            spec["train_dir"] = folder(refs["train"], "train")
-        if "eval" in refs:
-            spec["eval_dir"] = folder(refs["eval"], "val")
-        if "source" in refs:
-            spec["source_dir"] = folder(refs["source"], "train")
-        if "data" in refs:
-            spec["data_dir"] = folder(refs["data"], "train")
-        if "init_from" in refs:
-            what, name = refs["init_from"]
-            spec["init_from_path"] = (str(ws.run_dir(ids[name]) / protocol.CHECKPOINT_DIR / MODEL_FILE)
-                                      if what == "run" else folder(refs["init_from"], ""))
-        if "mix" in run.params:
-            spec["mix_dirs"] = [{"dir": folder(refs[f"mix[{i}].data"], "train"),
-                                 "weight": m.get("weight", 1.0)} for i, m in enumerate(run.params["mix"])]
-        if "stages" in run.params:
-            spec["stages"] = [{**s, "train_dir": folder(refs[f"stages[{i}].train"], "train")}
-                              for i, s in enumerate(run.params["stages"])]
+        for key, f in kinds.get(run.kind).fields.items():
+            if f.path and isinstance(spec.get(key), str):
+                inputs.append((run.name, f.path, spec[key]))
+        for path, _, ref in ref_values(run):
+            if ref is None or path not in run.refs:
+                continue
+            what, name = run.refs[path]
+            if what == "dataset":
+                value = dataset_dir(exp.datasets, name, ref.split)
+                inputs.append((run.name, "dir", value))
+            elif what == "path":
+                value = str(Path(name).expanduser().resolve())
+                inputs.append((run.name, ref.path, value))
+            else:
+                value = {ARTIFACT_KEY: ref.artifact, "run": ids[name]}
+            key, _, item = path.partition("[")
+            if item:  # "mix[0].data": the item gets the resolved value
+                spec[key][int(item.split("]")[0])][ref.to] = value
+            else:
+                spec[ref.to] = value
         specs[run.name] = spec
-    return specs
+    return specs, inputs
 
 
-def missing_folders(specs: dict[str, dict], ws: Workspace) -> list[str]:
-    """One line per input folder or file that does not exist and that no run of
-    this submission will create, naming the runs that need it."""
-    produced = str(ws.runs_dir)
+def missing_inputs(inputs: list[tuple[str, str, str]]) -> list[str]:
+    """One line per input folder or file that does not exist, naming the runs
+    that need it (what runs of the same submission produce is not checked)."""
     needed: dict[str, list[str]] = {}
-    for name, spec in specs.items():
-        dirs = [spec.get(k) for k in ("train_dir", "eval_dir", "source_dir", "data_dir", "pixmix_dir")]
-        dirs += [m["dir"] for m in spec.get("mix_dirs", [])] + [s["train_dir"] for s in spec.get("stages", [])]
-        for d in filter(None, dirs):
-            if not d.startswith(produced) and not Path(d).is_dir():
-                needed.setdefault(f"folder {d}", []).append(name)
-        for key in ("init_from_path", "weights"):
-            p = spec.get(key)
-            if p and not p.startswith(produced) and not Path(p).expanduser().is_file():
-                needed.setdefault(f"file {p}", []).append(name)
+    for name, what, path in inputs:
+        p = Path(path).expanduser()
+        if not (p.is_file() if what == "file" else p.is_dir()):
+            needed.setdefault(f"{'file' if what == 'file' else 'folder'} {path}", []).append(name)
     out = []
     for what, names in needed.items():
         shown = ", ".join(names[:2]) + (f" and {len(names) - 2} more" if len(names) > 2 else "")
@@ -89,10 +77,36 @@ def missing_folders(specs: dict[str, dict], ws: Workspace) -> list[str]:
     return out
 
 
+def resolve_artifacts(ws: Workspace, spec: dict) -> dict:
+    """The spec with each other-run placeholder replaced by the path that run
+    reported in its last ``artifact`` event of that name. Raises UserError
+    naming the run when there is none."""
+    reported: dict[str, dict[str, str]] = {}
+
+    def walk(value):
+        if isinstance(value, dict) and ARTIFACT_KEY in value:
+            run_id, name = value["run"], value[ARTIFACT_KEY]
+            if run_id not in reported:
+                reported[run_id] = {e.get("kind"): e.get("path") for e in protocol.read_events(
+                    ws.events_path(run_id)) if e["type"] == protocol.ARTIFACT}
+            path = reported[run_id].get(name)
+            if not path:
+                raise UserError(f"run {run_id} reported no '{name}' artifact (it reported "
+                                f"{', '.join(map(str, reported[run_id])) or 'none'}); retry it")
+            return path
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        return value
+
+    return walk(spec)
+
+
 def plan(exp: Experiment, ws: Workspace) -> tuple[dict[str, dict], list[str]]:
     ids = {r.name: new_run_id() for r in exp.runs}
-    specs = _resolve(exp, ids, ws)
-    return specs, missing_folders(specs, ws)
+    specs, inputs = _resolve(exp, ids)
+    return specs, missing_inputs(inputs)
 
 
 def submit(exp: Experiment, store: RunStore, spec_text: str | None = None) -> list[str]:
@@ -102,9 +116,9 @@ def submit(exp: Experiment, store: RunStore, spec_text: str | None = None) -> li
     if missing:
         raise SpecError([f"{exp.source}: {m}" for m in missing])
     if spec_text is not None:
-        copy = _keep_spec(ws, exp, spec_text)
+        kept = _keep_spec(ws, exp, spec_text)
         for spec in specs.values():
-            spec["spec_file"] = str(copy)  # what "clone into composer" opens
+            spec["spec_file"] = str(kept)  # what "clone into composer" opens
     # Directories first: a crash before the index write leaves runs that
     # `synthgap db rebuild` recovers, never index entries without a folder.
     for spec in specs.values():
@@ -137,41 +151,21 @@ def _keep_spec(ws: Workspace, exp: Experiment, spec_text: str) -> Path:
     return path
 
 
+def read_status(ws: Workspace, run_id: str) -> dict:
+    return protocol.read_json(ws.run_file(run_id, protocol.STATUS_FILE), {}) or {}
+
+
 def set_state(store: RunStore, run_id: str, state: str, **fields) -> None:
     """Index and status.json together (status.json is what `db rebuild` trusts)."""
     status_path = store.workspace.run_file(run_id, protocol.STATUS_FILE)
-    status = protocol.read_json(status_path, {}) or {}
+    status = read_status(store.workspace, run_id)
     status.update({"state": state, **{k: v for k, v in fields.items() if k in STATUS_KEYS}})
     protocol.write_json_atomic(status_path, status)
     store.update(run_id, state=state, **fields)
 
 
-STATUS_KEYS = {"pid", "pgid", "create_time", "host", "gpus", "exit_code", "started", "ended",
-               "error", "attempt", "resume", "cancel_requested", "cmd"}
-
-
-def process_alive(status: dict) -> bool:
-    """Is the process of status.json still the runner (not a reused pid)?"""
-    pid, created = status.get("pid"), status.get("create_time")
-    if not pid:
-        return False
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return created is None or abs(proc.create_time() - created) < 0.01
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
-
-
-def signal_group(status: dict, sig: int) -> bool:
-    if not process_alive(status):
-        return False
-    try:
-        os.killpg(status.get("pgid") or status["pid"], sig)
-        return True
-    except ProcessLookupError:
-        return False
+STATUS_KEYS = {"launcher", "handle", "gpus", "exit_code", "started", "ended", "error", "attempt", "resume",
+               "cancel_requested"}
 
 
 def cancel(store: RunStore, run_id: str) -> str:
@@ -186,8 +180,8 @@ def cancel(store: RunStore, run_id: str) -> str:
         if state not in protocol.ACTIVE_STATES:
             raise StoreError(f"Run {run_id} is {state}; only queued or running runs can be cancelled.")
         set_state(store, run_id, state, cancel_requested=time.time())
-    status = protocol.read_json(store.workspace.run_file(run_id, protocol.STATUS_FILE), {}) or {}
-    if signal_group(status, signal.SIGTERM):
+    launcher, handle = launchers.of_status(read_status(store.workspace, run_id))
+    if launcher.signal(handle, signal.SIGTERM):
         return "SIGTERM sent; the runner saves a checkpoint and stops"
     return "cancel requested; the supervisor will settle it"
 
@@ -204,13 +198,12 @@ def requeue(store: RunStore, run_id: str, resume: bool) -> int:
             raise StoreError(f"Run {run_id} finished; use `synthgap retry` to run it again.")
         attempt = run.get("attempt", 1) + 1
         run_dir = store.workspace.run_dir(run_id)
-        if not resume:
-            keep = run_dir / "attempts" / str(attempt - 1)
+        if not resume:  # everything the runner wrote, whatever its kind
+            keep = run_dir / ATTEMPTS_DIR / str(attempt - 1)
             keep.mkdir(parents=True, exist_ok=True)
-            for name in (protocol.EVENTS_FILE, protocol.STDOUT_FILE, protocol.RESULTS_FILE,
-                         protocol.CHECKPOINT_DIR, GENERATED_DATA):
-                if (run_dir / name).exists():
-                    shutil.move(str(run_dir / name), str(keep / name))
+            for path in list(run_dir.iterdir()):
+                if path.name not in (protocol.SPEC_FILE, protocol.STATUS_FILE, ATTEMPTS_DIR):
+                    shutil.move(str(path), str(keep / path.name))
         protocol.write_json_atomic(run_dir / protocol.STATUS_FILE,
                                    {"state": protocol.QUEUED, "attempt": attempt, "resume": resume})
         cleared = {} if resume else {"summary": None, "progress": None, "top1": None, "epoch": None}

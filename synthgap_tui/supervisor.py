@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,17 +20,15 @@ import tomllib
 import traceback
 from dataclasses import dataclass, field
 
-import psutil
 from filelock import FileLock, Timeout
 
-from runners import protocol
-from synthgap_tui.runs import process_alive, set_state, signal_group
+from runners import kinds, protocol
+from synthgap_tui import launchers
+from synthgap_tui.errors import UserError
+from synthgap_tui.runs import read_status, resolve_artifacts, set_state
 from synthgap_tui.store import RunStore
 from synthgap_tui.summaries import fold_events
 from synthgap_tui.workspace import Workspace
-
-RUNNER_MODULES = {"train": "runners.train", "generate": "runners.generate",
-                  "train-generator": "runners.train_generator"}
 
 
 @dataclass
@@ -42,6 +39,7 @@ class Config:
     cpu_slots: int = 1  # concurrent CPU runs when a run gets no GPU
     grace_seconds: float = 30.0  # SIGTERM -> SIGKILL on cancel
     poll_seconds: float = 0.5
+    launcher: str = launchers.DEFAULT  # how runs are started: "local" processes
     runners: dict[str, list[str]] = field(default_factory=dict)  # kind -> command prefix
 
     @classmethod
@@ -53,11 +51,12 @@ class Config:
         except (tomllib.TOMLDecodeError, OSError) as e:
             raise SystemExit(f"synthgap: {ws.config_path}: {e}")
         sup = data.get("supervisor", {})
-        known = {k: sup[k] for k in ("gpus", "cpu_slots", "grace_seconds", "poll_seconds") if k in sup}
+        known = {k: sup[k] for k in ("gpus", "cpu_slots", "grace_seconds", "poll_seconds", "launcher")
+                 if k in sup}
         return cls(**known, runners=data.get("runners", {}))
 
     def command(self, kind: str) -> list[str]:
-        return list(self.runners.get(kind) or [sys.executable, "-m", RUNNER_MODULES[kind]])
+        return list(self.runners.get(kind) or [sys.executable, "-m", kinds.get(kind).runner])
 
 
 def detect_gpus(config: Config) -> list[int]:
@@ -77,7 +76,7 @@ class Supervisor:
         self.store = RunStore(ws)
         self.config = config or Config.load(ws)
         self.gpus = detect_gpus(self.config)
-        self.children: dict[str, subprocess.Popen] = {}
+        self.launcher = launchers.get(self.config.launcher)
         self.readers: dict[str, protocol.EventReader] = {}
         self.folded: dict[str, dict] = {}
         self.stopping = False
@@ -87,9 +86,19 @@ class Supervisor:
         """Advance everything once. Returns False when there is nothing left to do."""
         runs = {r["id"]: r for r in self.store.list()}
         active = [r for r in runs.values() if r["state"] in protocol.ACTIVE_STATES]
+        statuses = {r["id"]: read_status(self.ws, r["id"]) for r in active}
+        # One question to the launcher for all active runs of this launcher.
+        alive = self.launcher.alive({i: s.get("handle") or {} for i, s in statuses.items()
+                                     if s.get("launcher", launchers.DEFAULT) == self.launcher.name})
         changes: dict[str, dict] = {}
         for run in active:
+            status = statuses[run["id"]]
             self._follow(run, changes)
+            self._escalate_cancel(run, status)
+            running, exit_code = alive.get(run["id"], (True, None))
+            if not running:
+                self._settle(run, exit_code)
+                changes.pop(run["id"], None)
         self.store.update_many(changes)
         runs = {r["id"]: r for r in self.store.list()}
         self._launch_ready(runs)
@@ -100,31 +109,20 @@ class Supervisor:
         run_id = run["id"]
         reader = self.readers.setdefault(run_id, protocol.EventReader(self.ws.events_path(run_id)))
         events = reader.read_new()
-        if events:
-            fold = fold_events(events, self.folded.setdefault(run_id, {}))
-            patch = {k: v for k, v in fold.items() if k != "final" and run.get(k) != v}
-            if run["state"] == protocol.STARTING and any(e["type"] == protocol.START for e in events):
-                patch["state"] = protocol.RUNNING
-            if patch:
-                changes[run_id] = patch
-        self._escalate_cancel(run)
-        ended, exit_code = self._process_ended(run)
-        if ended:
-            self._settle(run, exit_code)
-            changes.pop(run_id, None)
-
-    def _process_ended(self, run: dict) -> tuple[bool, int | None]:
-        child = self.children.get(run["id"])
-        if child is not None:
-            code = child.poll()
-            return code is not None, code
-        status = protocol.read_json(self.ws.run_file(run["id"], protocol.STATUS_FILE), {}) or {}
-        return not process_alive(status), None
+        if not events:
+            return
+        fold = fold_events(events, self.folded.setdefault(run_id, {}))
+        patch = {k: v for k, v in fold.items() if k != "final" and run.get(k) != v}
+        if run["state"] == protocol.STARTING and any(e["type"] == protocol.START for e in events):
+            set_state(self.store, run_id, protocol.RUNNING)  # status.json says it too
+        if patch:
+            changes[run_id] = patch
 
     def _settle(self, run: dict, exit_code: int | None) -> None:
         run_id = run["id"]
+        reader = self.readers.pop(run_id, None) or protocol.EventReader(self.ws.events_path(run_id))
         # _follow read the file up to a moment ago; take what came since.
-        fold = fold_events(self.readers[run_id].read_new(), self.folded.pop(run_id, {}))
+        fold = fold_events(reader.read_new(), self.folded.pop(run_id, {}))
         final = fold.pop("final", None)
         if final:
             state = protocol.STATE_OF_FINAL_EVENT[final]
@@ -138,18 +136,14 @@ class Supervisor:
                              if exit_code is not None else "runner process vanished without a final event")
         fold.setdefault("ended", time.time())
         set_state(self.store, run_id, state, exit_code=exit_code, **fold)
-        self.children.pop(run_id, None)
-        self.readers.pop(run_id, None)
         self._log(f"{run_id} {run.get('name')} -> {state}")
 
-    def _escalate_cancel(self, run: dict) -> None:
+    def _escalate_cancel(self, run: dict, status: dict) -> None:
         asked = run.get("cancel_requested")
-        if not asked:
-            return
-        if time.time() - asked > self.config.grace_seconds:
-            status = protocol.read_json(self.ws.run_file(run["id"], protocol.STATUS_FILE), {}) or {}
-            if signal_group(status, signal.SIGKILL):
-                self._log(f"{run['id']} did not stop within {self.config.grace_seconds:.0f}s: SIGKILL")
+        if asked and time.time() - asked > self.config.grace_seconds:
+            launcher, handle = launchers.of_status(status)
+            if launcher.kill(handle):
+                self._log(f"{run['id']} did not stop within {self.config.grace_seconds:.0f}s: killed")
 
     # -- launching ------------------------------------------------------------
     def _ready(self, runs) -> list[dict]:
@@ -196,31 +190,31 @@ class Supervisor:
     def _launch(self, run: dict, devices: list[int]) -> None:
         run_id = run["id"]
         run_dir = self.ws.run_dir(run_id)
-        status = protocol.read_json(run_dir / protocol.STATUS_FILE, {}) or {}
-        cmd = self.config.command(run["kind"])
-        nproc = max(1, run.get("gpus_requested", 1))
-        if nproc > 1 and cmd[:2] == [sys.executable, "-m"]:
-            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                   f"--nproc_per_node={nproc}", "-m", cmd[2]]
-        cmd += ["--run-dir", str(run_dir)] + (["--resume"] if status.get("resume") else [])
+        status = read_status(self.ws, run_id)
+        spec_path = run_dir / protocol.SPEC_FILE
+        try:
+            spec = protocol.read_json(spec_path, {}) or {}
+            resolved = resolve_artifacts(self.ws, spec)
+            command = self.config.command(run["kind"])
+        except (UserError, KeyError) as e:
+            set_state(self.store, run_id, protocol.FAILED_STATE, ended=time.time(), error=str(e))
+            self._log(f"{run_id} {run.get('name')} not started: {e}")
+            return
+        if resolved != spec:
+            protocol.write_json_atomic(spec_path, resolved)
+        command += ["--run-dir", str(run_dir)] + (["--resume"] if status.get("resume") else [])
         env = {**os.environ, "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
                "CUDA_VISIBLE_DEVICES": ",".join(map(str, devices)), "PYTHONUNBUFFERED": "1"}
         if not devices and "OMP_NUM_THREADS" not in os.environ:
             # CPU runs share the cores: more threads than cores makes small ops wait.
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // max(1, self.config.cpu_slots)))
-        with open(run_dir / protocol.STDOUT_FILE, "ab") as out:
-            child = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     cwd=run_dir, env=env, start_new_session=True, close_fds=True)
-        self.children[run_id] = child
-        try:
-            created = psutil.Process(child.pid).create_time()
-        except psutil.NoSuchProcess:  # already gone: poll() will settle it
-            created = None
-        now = time.time()
-        set_state(self.store, run_id, protocol.STARTING, pid=child.pid, pgid=child.pid,
-                  create_time=created, host=socket.gethostname(), gpus=devices, started=now,
-                  cmd=cmd, attempt=status.get("attempt", 1))
-        self._log(f"{run_id} {run.get('name')} launched on {devices or 'cpu'}: pid {child.pid}")
+        handle = self.launcher.launch(launchers.Launch(
+            run_id=run_id, command=command, nproc=max(1, run.get("gpus_requested", 1)), env=env,
+            run_dir=run_dir, devices=devices))
+        set_state(self.store, run_id, protocol.STARTING, launcher=self.launcher.name, handle=handle,
+                  gpus=devices, started=time.time(), attempt=status.get("attempt", 1))
+        self._log(f"{run_id} {run.get('name')} launched on {devices or 'cpu'}: "
+                  f"{self.launcher.describe(handle)}")
 
     # -- main loop ------------------------------------------------------------
     def serve(self) -> int:

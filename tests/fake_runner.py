@@ -15,7 +15,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from runners import kinds  # noqa: E402
 from runners.protocol import EventWriter, write_json_atomic  # noqa: E402
+
+ARTIFACT_PATHS = {"model": "checkpoints/model.pt", "dataset": "data/train"}
 
 
 def log(line: str) -> None:
@@ -57,7 +60,11 @@ def main() -> int:
         return 1
     summary = {"top1_mean": 10.0 * steps, "top1_std": 0.0}
     write_json_atomic(run_dir / "results.json", summary)
-    (run_dir / "checkpoints" / "model.pt").write_bytes(b"fake")
+    for name in kinds.get(spec["kind"]).artifacts:  # what the kind declares, where the real runner puts it
+        path = run_dir / ARTIFACT_PATHS.get(name, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"fake")
+        ev.emit("artifact", path=str(path), kind=name)
     ev.emit("done", summary=summary)
     log(f"end {spec['name']} {time.time():.4f} [{devices}] done")
     return 0

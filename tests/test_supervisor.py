@@ -93,7 +93,9 @@ def test_killed_runner_becomes_lost_and_resume_finishes_it(tmp_path):
     store = RunStore(ws)
     run_id = store.list()[0]["id"]
     wait_for(lambda: (store.get(run_id).get("progress") or 0) > 0.1, what="progress")
-    pid = protocol.read_json(ws / "runs" / run_id / "status.json")["pid"]
+    status = protocol.read_json(ws / "runs" / run_id / "status.json")
+    assert status["state"] == "running" and status["launcher"] == "local"  # status.json follows the run
+    pid = status["handle"]["pid"]
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: store.get(run_id)["state"] == "lost", what="lost")
     assert "without a final event" in store.get(run_id)["error"]
@@ -148,7 +150,7 @@ def test_cancel_queued_and_running(tmp_path):
     assert cli(ws, "cancel", running, env=env).returncode == 0
     wait_for(lambda: states(ws) == {running: "cancelled", queued: "cancelled"}, what="both cancelled")
     again = cli(ws, "cancel", running, env=env)
-    assert again.returncode == 2 and "only queued or running" in again.stderr
+    assert again.returncode == 1 and "only queued or running" in again.stderr
 
 
 def test_failed_run_and_retry_moves_old_attempt_aside(tmp_path):

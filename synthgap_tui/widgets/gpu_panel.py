@@ -15,8 +15,10 @@ from textual.widgets import DataTable, Static
 from textual.worker import get_current_worker
 
 from runners import protocol
+from synthgap_tui import launchers
 from synthgap_tui.formatting import fmt_bytes
 from synthgap_tui.gpu import GpuReport
+from synthgap_tui.runs import read_status
 
 POLL_S = 1.0
 
@@ -62,14 +64,16 @@ class GpuPanel(Vertical):
                 continue
             report = self.app.gpu_monitor.snapshot()
             run_pids = {}
-            for r in self.app.store.list(state=list(protocol.ACTIVE_STATES)):
-                status = protocol.read_json(self.app.workspace.run_file(r["id"], protocol.STATUS_FILE), {}) or {}
-                if status.get("pid"):
-                    run_pids[status["pid"]] = r.get("name", r["id"])
+            for r in self._active_runs():
+                launcher, handle = launchers.of_status(read_status(self.app.workspace, r["id"]))
+                run_pids.update(dict.fromkeys(launcher.pids(handle), r.get("name", r["id"])))
             owners = {p.pid: run_of_pid(p.pid, run_pids) for g in report.gpus for p in g.processes}
             mem = psutil.virtual_memory()
             self.post_message(GpuSample(report, psutil.cpu_percent(), mem.used, mem.total, owners))
             time.sleep(POLL_S)
+
+    def _active_runs(self) -> list[dict]:
+        return self.app.store_call(lambda: self.app.store.list(state=list(protocol.ACTIVE_STATES)), [])
 
     def on_gpu_sample(self, msg: GpuSample) -> None:
         self.query_one("#gpu-host", Static).update(

@@ -1,0 +1,82 @@
+"""The launcher seam: how a run's process is started, checked, signalled and
+stopped. The supervisor's queue, dependencies and index never depend on which
+launcher runs the process.
+
+A launcher returns an opaque, JSON-serialisable handle from ``launch``; it is
+kept in the run's ``status.json`` (with the launcher's name), so any process
+(the CLI's cancel, the app's GPU panel, a restarted supervisor) can act on
+the run later through the same launcher.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+# name -> "module:Class"; imported only when used.
+LAUNCHERS = {"local": "synthgap_tui.launchers.local:LocalLauncher"}
+DEFAULT = "local"
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What to start: the runner's command (``python -m MODULE ...``) for one run."""
+
+    run_id: str
+    command: list[str]
+    nproc: int  # processes (one per GPU) the runner is started with
+    env: dict[str, str]
+    run_dir: Path
+    devices: list[int]
+
+
+class Launcher(ABC):
+    name: str
+
+    @abstractmethod
+    def launch(self, launch: Launch) -> dict:
+        """Start the run; returns its handle."""
+
+    @abstractmethod
+    def alive(self, handles: dict[str, dict]) -> dict[str, tuple[bool, int | None]]:
+        """For each run id: (still running, exit code if known). One call for
+        all active runs: a launcher that asks a scheduler asks it once."""
+
+    @abstractmethod
+    def signal(self, handle: dict, sig: int) -> bool:
+        """Send ``sig`` to the run's processes; False if they are gone."""
+
+    @abstractmethod
+    def kill(self, handle: dict) -> bool:
+        """Stop the run now (after the cancel grace period)."""
+
+    def pids(self, handle: dict) -> list[int]:
+        """Process ids of the run on this machine (the GPU panel maps NVML's
+        processes to runs with them); none for runs elsewhere."""
+        return []
+
+    def describe(self, handle: dict) -> str:
+        """Where the run is, for people: 'pid 123 on box', 'job 42 on node3'."""
+        return ""
+
+
+_instances: dict[str, Launcher] = {}
+
+
+def get(name: str | None = None) -> Launcher:
+    name = name or DEFAULT
+    if name not in _instances:
+        if name not in LAUNCHERS:
+            from synthgap_tui.errors import UserError
+
+            raise UserError(f"unknown launcher {name!r}; known: {', '.join(LAUNCHERS)}")
+        module, cls = LAUNCHERS[name].split(":")
+        _instances[name] = getattr(importlib.import_module(module), cls)()
+    return _instances[name]
+
+
+def of_status(status: dict) -> tuple[Launcher, dict]:
+    """The launcher and handle a run's status.json names."""
+    return get(status.get("launcher")), status.get("handle") or {}
