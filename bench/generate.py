@@ -43,7 +43,7 @@ def runner_rate(root: Path, model: Path, classes: Path, tag: str) -> float:
 
 
 def bare_rate(root: Path, model: Path, classes: Path, tag: str, save) -> float:
-    cfg = {**generate.DEFAULTS, **spec(model, classes)}
+    cfg = generate.KIND.resolve(spec(model, classes))
     items = generate.plan_items(cfg, generate.load_classes(str(classes)))
     backend = generate.load_backend(cfg, torch.device("cpu"))
     out = root / f"bare-{tag}"

@@ -19,7 +19,7 @@ from runners.multicrop import MultiCrop
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-PRESETS = ("none", "pytorch-example", "autoaugment", "augmix", "dino", "pixmix")
+from runners.kinds.train import AUGMENTS as PRESETS
 
 
 class Seeded:

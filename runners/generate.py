@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,16 +28,11 @@ from PIL import Image
 from runners import protocol
 from runners.class_diffusion import ClassConditionalGenerator, is_generator_folder
 from runners.classes import check_template, load_classes, prompt_for
+from runners.kinds.generate import KIND
 from runners.data import DataError, mix_seed, scan_folder
 from runners.runtime import Cancelled, RunContext, RunnerError, run_main, runner_args_parser
 
 OUTPUT = "data"
-DEFAULTS = {
-    "mode": "txt2img", "model": "CompVis/stable-diffusion-v1-4", "classes": "imagenet100",
-    "prompt": "{name}, {definition}", "negative_prompt": "", "guidance_scale": 2.0, "steps": 50,
-    "width": 512, "height": 384, "images_per_class": 1300, "scheduler": "default", "batch_size": 8,
-    "format": "jpg", "strength": 0.75, "shard": "0/1", "seed": 0, "compile": False, "save_workers": 2,
-}
 
 
 @dataclass
@@ -98,15 +92,12 @@ def readable(path: Path) -> bool:
 
 def save_image(img: Image.Image, path: Path, fmt: str) -> None:
     """Encode and write atomically: a crash or a full disk leaves no partial image."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    if fmt == "jpg":
+        img = img.convert("RGB" if img.mode not in ("L", "RGB") else img.mode)
     try:
-        if fmt == "jpg":
-            img.convert("RGB" if img.mode not in ("L", "RGB") else img.mode).save(tmp, "JPEG", quality=95)
-        else:
-            img.save(tmp, "PNG")
-        os.replace(tmp, path)
+        protocol.write_atomic(path, lambda f: img.save(f, "JPEG", quality=95) if fmt == "jpg"
+                              else img.save(f, "PNG"))
     except BaseException as e:
-        tmp.unlink(missing_ok=True)
         if isinstance(e, OSError) and e.errno == errno.ENOSPC:
             raise RunnerError(f"disk full while writing {path}: free space and run `synthgap resume`; "
                               "images written so far are kept") from None
@@ -130,8 +121,11 @@ class DemoBackend:
         def callback(step, total):
             return not stop()
 
-        x = self.gen.sample([it.label for it in batch], [it.seed for it in batch], steps=self.cfg["steps"],
-                            guidance_scale=self.cfg["guidance_scale"], callback=callback)
+        try:
+            x = self.gen.sample([it.label for it in batch], [it.seed for it in batch], steps=self.cfg["steps"],
+                                guidance_scale=self.cfg["guidance_scale"], callback=callback)
+        except InterruptedError:  # SIGTERM mid-denoising: the run loop sees stop() and ends cancelled
+            return []
         arr = (x * 255).round().to(torch.uint8).cpu()
         return [Image.fromarray(a[0].numpy()) if a.shape[0] == 1 else Image.fromarray(a.permute(1, 2, 0).numpy())
                 for a in arr]
@@ -211,8 +205,7 @@ def load_backend(cfg: dict, device: torch.device):
 
 # -- the run ----------------------------------------------------------------
 def run(ctx: RunContext, args) -> dict:
-    cfg = {**DEFAULTS, **{k: v for k, v in ctx.spec.items() if k in DEFAULTS}}
-    cfg["source_dir"] = ctx.spec.get("source_dir")
+    cfg = KIND.resolve(ctx.spec)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     demo = is_generator_folder(Path(cfg["model"]).expanduser())
     if not demo:  # cheap checks before the model loads
@@ -294,6 +287,7 @@ def run(ctx: RunContext, args) -> dict:
         manifest.close()
     if ctx.stop_requested:
         raise Cancelled(f"SIGTERM: {done} of {total} images written; `synthgap resume` continues")
+    ctx.emit(protocol.ARTIFACT, path=str(out / "train"), kind="dataset")
     elapsed = time.perf_counter() - t0
     return {"images": total, "generated": generated, "skipped_existing": skipped,
             "images_per_s": round(generated / elapsed, 3) if elapsed and generated else None,

@@ -21,10 +21,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from runners import protocol, recipes
+from runners import protocol
 from runners.augment import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
 from runners.data import (DataError, EpochSampler, ImageList, SeededImages, balanced_fraction,
                           channel_stats, check_same_classes, mix_seed, mix_weights, scan_folder)
+from runners.kinds.train import KIND
 from runners.layers import (Student, build_resnet, layer_prefixes, load_prefix, load_state_file,
                             trainable_parameters)
 from runners.runtime import (Cancelled, Device, RunContext, RunnerError, atomic_torch_save, run_main,
@@ -55,8 +56,8 @@ def stages_of(cfg: dict) -> list[Stage]:
                       reinit_classifier=s.get("reinit_classifier", False),
                       **{**common, **{k: s[k] for k in ("lr", "mixup", "fraction", "augment") if k in s}})
                 for s in cfg["stages"]]
-    if cfg.get("mix_dirs"):
-        return [Stage(dirs=[m["dir"] for m in cfg["mix_dirs"]], weights=[m["weight"] for m in cfg["mix_dirs"]],
+    if cfg.get("mix"):
+        return [Stage(dirs=[m["dir"] for m in cfg["mix"]], weights=[m.get("weight", 1.0) for m in cfg["mix"]],
                       epochs=cfg["epochs"], reinit_classifier=False, **common)]
     if not cfg.get("train_dir"):
         raise RunnerError("the spec names no training data (train, mix or stages)")
@@ -242,7 +243,7 @@ def make_loader(images: list[ImageList], stage: Stage, cfg: dict, transform, bat
 
 
 def run_training(ctx: RunContext, args) -> dict:
-    cfg = recipes.resolve(ctx.spec)
+    cfg = KIND.resolve(ctx.spec)
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     device = Device(amp=cfg["amp"], channels_last=cfg["channels_last"], local_rank=int(os.environ.get("LOCAL_RANK", 0)))
     stages = stages_of(cfg)

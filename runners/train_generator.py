@@ -10,7 +10,6 @@ step, so a resumed run continues exactly. Writes the model folder to
 
 from __future__ import annotations
 
-import copy
 import math
 import statistics
 import sys
@@ -20,15 +19,24 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch.optim.swa_utils import AveragedModel
 
 from runners import protocol
 from runners.class_diffusion import ClassConditionalGenerator, build_unet, train_scheduler
+from runners.kinds.train_generator import KIND
 from runners.data import DataError, load_rgb, mix_seed, scan_folder
 from runners.runtime import Cancelled, RunContext, RunnerError, run_main, runner_args_parser, atomic_torch_save
 
-DEFAULTS = {"steps": 3000, "batch_size": 128, "lr": 1e-3, "image_size": 32, "channels": [32, 64, 64],
-            "seed": 0, "log_every": 10, "checkpoint_every": 200, "class_dropout": 0.1, "ema_decay": 0.995,
-            "warmup_steps": 100, "guidance_scale": 2.0, "sample_steps": 20}
+
+
+def ema_update(max_decay: float):
+    """AveragedModel's update: an exponential average whose decay warms up from 0.1."""
+
+    def update(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        decay = min(max_decay, (1 + float(n)) / (10 + float(n)))
+        return averaged.lerp(current, 1 - decay)
+
+    return update
 
 
 def load_images(folder: str, size: int) -> tuple[torch.Tensor, torch.Tensor, list[str], int]:
@@ -71,13 +79,13 @@ def sample_grid(gen: ClassConditionalGenerator, per_class: int, cfg: dict) -> Im
 
 
 def run(ctx: RunContext, args) -> dict:
-    cfg = {**DEFAULTS, **{k: v for k, v in ctx.spec.items() if k in DEFAULTS}}
+    cfg = KIND.resolve(ctx.spec)
     if not ctx.spec.get("data_dir"):
         raise RunnerError("the spec names no training data (data)")
     x, y, classes, channels = load_images(ctx.spec["data_dir"], cfg["image_size"])
     torch.manual_seed(mix_seed("init", cfg["seed"]))
     unet = build_unet(len(classes), cfg["image_size"], channels, cfg["channels"])
-    ema = copy.deepcopy(unet).requires_grad_(False)
+    ema = AveragedModel(unet, avg_fn=ema_update(cfg["ema_decay"])).requires_grad_(False)
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg["lr"], weight_decay=0.0)
     noise_schedule = train_scheduler()
     start = 0
@@ -119,10 +127,7 @@ def run(ctx: RunContext, args) -> dict:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         opt.step()
-        decay = min(cfg["ema_decay"], (1 + step) / (10 + step))
-        with torch.no_grad():
-            for e, p in zip(ema.parameters(), unet.parameters()):
-                e.lerp_(p, 1 - decay)
+        ema.update_parameters(unet)
         losses.append(loss.item())
         done = step + 1
         if done % cfg["log_every"] == 0 or done == cfg["steps"]:
@@ -138,7 +143,7 @@ def run(ctx: RunContext, args) -> dict:
             save(done)
             raise Cancelled("SIGTERM: checkpoint saved")
     save(cfg["steps"])
-    generator = ClassConditionalGenerator(ema, classes, cfg["image_size"])
+    generator = ClassConditionalGenerator(ema.module, classes, cfg["image_size"])
     out = ctx.checkpoints / "generator"
     generator.save(out)
     ctx.emit(protocol.ARTIFACT, path=str(out), kind="generator")

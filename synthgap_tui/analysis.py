@@ -10,10 +10,12 @@ from __future__ import annotations
 import csv
 import io
 import math
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runners import protocol
+from runners import kinds, protocol
+from runners.kinds import Metric
 from synthgap_tui.workspace import Workspace
 
 # Sweep keys whose values read better on a log axis, and get the paper's
@@ -30,6 +32,10 @@ class RunData:
     @property
     def name(self) -> str:
         return self.record.get("name", self.record["id"])
+
+    @property
+    def kind(self) -> str:
+        return self.record.get("kind", "")
 
     @property
     def base(self) -> str:
@@ -64,18 +70,50 @@ def fmt_pm(mean, std, digits: int = 1) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if std is not None else f"{mean:.{digits}f}"
 
 
-TABLE_HEADER = ["Experiment", "Top-1 Acc. (%)", "Top-5 Acc. (%)", "Train Loss"]
+def _metrics(runs: list[RunData]) -> tuple[list[str], list[Metric]]:
+    """The kinds among these runs that report metrics, and their metrics in order."""
+    present = list(dict.fromkeys(r.kind for r in runs if r.kind in kinds.all_kinds()))
+    with_metrics = [k for k in present if kinds.get(k).metrics]
+    metrics = list({m.label: m for k in with_metrics for m in kinds.get(k).metrics}.values())
+    return with_metrics, metrics
 
 
-def results_table(runs: list[RunData]) -> list[list[str]]:
-    """Rows shaped like the paper's Tables 1-4 (mean ± std over the last epochs)."""
+def results_table(runs: list[RunData]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows shaped like the papers' tables: one row per run, mean ± std
+    over the last epochs of each metric its kind declares (a Kind column when
+    the runs are of several kinds)."""
+    shown, metrics = _metrics(runs)
+    header = ["Experiment"] + (["Kind"] if len(shown) > 1 else []) + [m.label for m in metrics]
     rows = []
     for r in runs:
-        s = r.summary
-        rows.append([r.name, fmt_pm(s.get("top1_mean"), s.get("top1_std")),
-                     fmt_pm(s.get("top5_mean"), s.get("top5_std")),
-                     fmt_pm(s.get("train_loss_mean"), s.get("train_loss_std"), 3)])
-    return rows
+        if r.kind not in shown:
+            continue
+        own = set(kinds.get(r.kind).metrics)
+        cells = [fmt_pm(*m.value(r.summary), m.digits) if m in own else "" for m in metrics]
+        rows.append([r.name] + ([r.kind] if len(shown) > 1 else []) + cells)
+    return header, rows
+
+
+def results_numbers(runs: list[RunData]) -> tuple[list[str], list[list]]:
+    """The same results as numbers for scripts: mean and std in columns of their
+    own, one column per swept parameter."""
+    shown, metrics = _metrics(runs)
+    swept = list(dict.fromkeys(k for r in runs for k in (r.spec.get("sweep") or {})))
+    header = ["run", "kind", "experiment", *swept]
+    for m in metrics:
+        header += [f"{m.key}_mean", f"{m.key}_std"]
+    rows = []
+    for r in runs:
+        if r.kind not in shown:
+            continue
+        own = set(kinds.get(r.kind).metrics)
+        row = [r.name, r.kind, r.record.get("experiment", "")] + [(r.spec.get("sweep") or {}).get(k, "")
+                                                                 for k in swept]
+        for m in metrics:
+            mean, std = m.value(r.summary) if m in own else (None, None)
+            row += ["" if mean is None else mean, "" if std is None else std]
+        rows.append(row)
+    return header, rows
 
 
 def to_csv(header: list[str], rows: list[list[str]]) -> str:
@@ -144,18 +182,12 @@ def find_sweep(runs: list[RunData], key: str | None = None) -> Sweep | None:
 
 
 def log_fit(xs: list[float], ys: list[float]) -> tuple[float, float] | None:
-    """Least squares y = a * log(x) + b (a first-degree polynomial in log x)."""
+    """Least squares y = a * log(x) + b (natural log)."""
     pts = [(math.log(x), y) for x, y in zip(xs, ys) if x > 0]
-    if len(pts) < 2:
+    if len(pts) < 2 or len({p[0] for p in pts}) < 2:
         return None
-    n = len(pts)
-    mx = sum(p[0] for p in pts) / n
-    my = sum(p[1] for p in pts) / n
-    sxx = sum((p[0] - mx) ** 2 for p in pts)
-    if sxx == 0:
-        return None
-    a = sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx
-    return a, my - a * mx
+    a, b = statistics.linear_regression([p[0] for p in pts], [p[1] for p in pts])
+    return a, b
 
 
 def downsample(xs: list[float], ys: list[float], width: int) -> tuple[list[float], list[float]]:
@@ -227,15 +259,13 @@ def curves_figure(runs: list[RunData], metric: str = "top1", title: str = ""):
 def export(runs: list[RunData], out_dir: Path, title: str) -> list[Path]:
     """CSV and Markdown tables, PNG and SVG figures of these runs into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = results_table(runs)
     written = []
-    for name, text in (("results.csv", to_csv(TABLE_HEADER, rows)), ("results.md", to_markdown(TABLE_HEADER, rows))):
+    for name, text in (("results.csv", to_csv(*results_numbers(runs))), ("results.md", to_markdown(*results_table(runs)))):
         (out_dir / name).write_text(text)
         written.append(out_dir / name)
-    curve_rows = [[r.name, e["epoch"], e.get("top1"), e.get("top5"), e.get("train_loss"), e.get("val_loss")]
-                  for r in runs for e in r.epochs]
-    (out_dir / "epochs.csv").write_text(to_csv(["run", "epoch", "top1", "top5", "train_loss", "val_loss"],
-                                               curve_rows))
+    fields = list(dict.fromkeys(k for r in runs for e in r.epochs for k in e if k not in ("t", "type", "epoch")))
+    curve_rows = [[r.name, e["epoch"], *(e.get(k) for k in fields)] for r in runs for e in r.epochs]
+    (out_dir / "epochs.csv").write_text(to_csv(["run", "epoch", *fields], curve_rows))
     written.append(out_dir / "epochs.csv")
     figures = {"curves": curves_figure(runs, "top1", title)}
     sweep = find_sweep(runs)

@@ -75,7 +75,8 @@ def run_checks(workspace: Workspace, monitor: NvmlMonitor | None = None) -> Iter
                     + ("" if level == "OK" else f" (generation needs ~{fmt_bytes(MIN_FREE_DISK)})"))
 
     if workspace.index_path.exists():
-        from synthgap_tui.store import RunStore, StoreError
+        from synthgap_tui.errors import StoreError
+        from synthgap_tui.store import RunStore
 
         try:
             n = len(RunStore(workspace).list())

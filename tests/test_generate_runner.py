@@ -93,14 +93,20 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_files(tmp_path, model, 
     assert summary["skipped_existing"] >= 3
 
 
-def test_sigterm_stops_cleanly_with_whole_files_only(tmp_path, model, classes):
-    cut = make_gen_run(tmp_path, "term", model, classes, images_per_class=20, batch_size=1, steps=8)
-    proc = subprocess.Popen([PYTHON, "-m", "runners.generate", "--run-dir", str(cut)], env=subprocess_env(),
+def start_until(run_dir: Path, event_type: str) -> subprocess.Popen:
+    """The runner in a process of its own, once it has written an event of this type."""
+    proc = subprocess.Popen([PYTHON, "-m", "runners.generate", "--run-dir", str(run_dir)], env=subprocess_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while not any(e["type"] == "progress" for e in events(cut)):
+    while not any(e["type"] == event_type for e in events(run_dir)):
         assert time.time() < deadline and proc.poll() is None
         time.sleep(0.05)
+    return proc
+
+
+def test_sigterm_stops_cleanly_with_whole_files_only(tmp_path, model, classes):
+    cut = make_gen_run(tmp_path, "term", model, classes, images_per_class=20, batch_size=1, steps=8)
+    proc = start_until(cut, "progress")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 143
     assert final(cut)["type"] == "cancelled"
@@ -145,7 +151,7 @@ def test_full_disk_leaves_no_partial_image(tmp_path, model, classes, monkeypatch
     def save(self, fp, *a, **k):
         calls.append(fp)
         if len(calls) >= 3:
-            Path(fp).write_bytes(b"\xff\xd8partial")
+            fp.write(b"\xff\xd8partial")  # the runner saves into an open temp file
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_save(self, fp, *a, **k)
 
@@ -185,3 +191,20 @@ def test_demo_generator_trains_and_generates(tmp_path):
     assert len(out) == 6 and sorted({k.split("/")[0] for k in out}) == ["n00000000", "n00000001", "n00000002"]
     r2 = make_gen_run(tmp_path, "demo2", gen, "unused", images_per_class=2, steps=3, guidance_scale=2.0)
     assert run(r2) == 0 and files(r2) == out
+
+
+def test_sigterm_while_the_demo_generator_samples_ends_cancelled(tmp_path):
+    from synthgap_tui.demo import GENERATOR
+
+    cut = tmp_path / "demo-gen"
+    cut.mkdir()
+    # One batch of 400 images: the signal lands while the generator denoises.
+    (cut / "spec.json").write_text(json.dumps({"id": "d", "name": "d", "kind": "generate", "model": str(GENERATOR),
+                                               "images_per_class": 40, "batch_size": 400, "steps": 50,
+                                               "format": "png"}))
+    proc = start_until(cut, "start")
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 143
+    assert final(cut)["type"] == "cancelled"
+    assert not files(cut)  # the interrupted batch is not kept

@@ -24,7 +24,7 @@ def test_app_and_ls_do_not_import_the_ml_stack(tmp_path):
     assert not [m for m in HEAVY if m in loaded]
 
 
-def test_protocol_imports_neither_textual_nor_tinydb(tmp_path):
-    loaded = _loaded_after("import runners.protocol", tmp_path)
-    assert "runners.protocol" in loaded
+def test_protocol_and_the_registry_import_neither_textual_nor_tinydb(tmp_path):
+    loaded = _loaded_after("import runners.protocol\nfrom runners import kinds\nkinds.all_kinds()", tmp_path)
+    assert "runners.protocol" in loaded and "runners.kinds.train" in loaded
     assert "textual" not in loaded and "tinydb" not in loaded and "torch" not in loaded

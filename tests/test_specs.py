@@ -1,6 +1,7 @@
 import pytest
 
-from synthgap_tui.specs import SpecError, parse_spec
+from synthgap_tui.errors import SpecError
+from synthgap_tui.specs import parse_spec
 
 HEAD = '[experiment]\nname = "e"\n[datasets]\nreal = { path = "/data/real" }\nsynth = "/data/synth"\n'
 OK_TRAIN = '[runs.base]\nkind = "train"\ntrain = "real"\neval = "real"\n'
@@ -16,7 +17,7 @@ MALFORMED = [
      "spec.toml: [runs.a] field 'epochs': must be an integer, not str 'ten'"),
     ("[runs.a]\nkind = 'train'\ntrain = 'real'\neval = 'real'\nepoch = 10",
      "[runs.a] field 'epoch': is not a field of a train run (did you mean 'epochs'?)"),
-    ("[runs.a]\nkind = 'trian'", "[runs.a] field 'kind': is 'trian'; allowed: 'train', 'generate'"),
+    ("[runs.a]\nkind = 'trian'", "[runs.a] field 'kind': is 'trian' (did you mean 'train'?); allowed: 'generate', 'train'"),
     ("[runs.a]\ntrain = 'real'", "[runs.a] field 'kind': is missing"),
     (OK_TRAIN + "[runs.f]\nkind = 'train'\ninit_from = 'base'\ntrain = 'real'\neval = 'real'\nfreeze_layers = 18",
      "[runs.f] field 'freeze_layers': is 18; a resnet50 has 18 layers, so 0..17"),
@@ -35,8 +36,12 @@ MALFORMED = [
     ("[runs.a]\nkind = 'train'\ntrain = 'real'", "[runs.a]: needs eval"),
     ("[runs.a]\nkind = 'train'\ntrain = 'real'\nmix = [{data = 'synth'}]\neval = 'real'",
      "needs exactly one of train, mix or stages (has train, mix)"),
-    ("[runs.a]\nkind = 'train'\ntrain = 'b'\neval = 'real'\n[runs.b]\nkind = 'train'\ntrain = 'a'\neval = 'real'",
+    ("[runs.a]\nkind = 'train'\ninit_from = 'b'\ntrain = 'real'\neval = 'real'\n"
+     "[runs.b]\nkind = 'train'\ninit_from = 'a'\ntrain = 'real'\neval = 'real'",
      "dependency cycle: a -> b -> a"),
+    # A reference must name a run that produces what the field needs (the registry's artifacts).
+    ("[runs.a]\nkind = 'train'\ntrain = 'b'\neval = 'real'\n[runs.b]\nkind = 'train'\ntrain = 'real'\neval = 'real'",
+     "[runs.a] field 'train': names run 'b', a train run, which produces model; allowed here: a dataset"),
     ("[runs.a]\nkind = 'train'\ntrain = 'real'\neval = 'real'\n[runs.a.sweep]\nfreeze_layers = []",
      "[runs.a].sweep field 'freeze_layers': must be a non-empty list"),
     ("[runs.a]\nkind = 'train'\ntrain = 'real'\neval = 'real'\naugment = 'randaugment'",

@@ -8,7 +8,8 @@ import pytest
 
 from conftest import PYTHON, subprocess_env
 from runners import protocol
-from synthgap_tui.store import RunNotFound, RunStore, StoreCorrupt, StoreError
+from synthgap_tui.errors import RunNotFound, StoreCorrupt, StoreError
+from synthgap_tui.store import RunStore
 from synthgap_tui.workspace import new_run_id
 
 
@@ -166,7 +167,7 @@ def test_corrupt_index_points_at_rebuild_and_rebuild_restores(tmp_path, damage):
         RunStore(ws).list()
     cli = subprocess.run([PYTHON, "-m", "synthgap_tui.cli", "-w", str(ws), "ls"],
                          capture_output=True, text=True, env=subprocess_env())
-    assert cli.returncode == 2
+    assert cli.returncode == 1
     assert "synthgap db rebuild" in cli.stderr and "Traceback" not in cli.stderr
 
     cli = subprocess.run([PYTHON, "-m", "synthgap_tui.cli", "-w", str(ws), "db", "rebuild"],

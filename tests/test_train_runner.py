@@ -178,14 +178,14 @@ def test_weights_file_loads_the_backbone_or_fails_clearly(tmp_path):
     layer but the classifier; a file of another architecture is an error."""
     from torchvision.models import resnet18, resnet34
 
-    from runners import recipes
+    from runners.kinds.train import KIND
     from runners.train import build_student
 
     torch.save(resnet18().state_dict(), tmp_path / "r18.pth")
     torch.save(resnet34().state_dict(), tmp_path / "r34.pth")
     spec = {**TINY, "small_input": False, "weights": str(tmp_path / "r18.pth")}
     ctx = _Log()
-    student = build_student(recipes.resolve(spec), 3, ctx)
+    student = build_student(KIND.resolve(spec), 3, ctx)
     source = torch.load(tmp_path / "r18.pth", weights_only=True)
     for key, value in student.net.state_dict().items():
         if key.startswith("fc."):
@@ -194,11 +194,11 @@ def test_weights_file_loads_the_backbone_or_fails_clearly(tmp_path):
             assert torch.equal(value, source[key]), key
     assert "loaded" in ctx.lines[0]
     with pytest.raises(ValueError, match="shape"):  # the 3x3 stem of small_input
-        build_student(recipes.resolve({**spec, "small_input": True}), 3, _Log())
+        build_student(KIND.resolve({**spec, "small_input": True}), 3, _Log())
     with pytest.raises(ValueError, match=r"r34.pth: layer1.0.conv1.weight has shape \(64, 64, 3, 3\)"):
-        build_student(recipes.resolve({**spec, "arch": "resnet50", "weights": str(tmp_path / "r34.pth")}), 3, _Log())
+        build_student(KIND.resolve({**spec, "arch": "resnet50", "weights": str(tmp_path / "r34.pth")}), 3, _Log())
     with pytest.raises(FileNotFoundError, match="weights: no checkpoint"):
-        build_student(recipes.resolve({**spec, "weights": str(tmp_path / "nope.pth")}), 3, _Log())
+        build_student(KIND.resolve({**spec, "weights": str(tmp_path / "nope.pth")}), 3, _Log())
 
 
 @pytest.mark.parametrize("augment", ["pytorch-example", "dino"])  # PIL and torchvision decoding
@@ -224,7 +224,7 @@ def test_bridged_stages_mix_and_exact_normalization(data, tmp_path):
     assert [e["stage"] for e in epochs] == [0, 1, 1]
     assert (synth / "train" / ".synthgap-stats.json").exists() or (data / "train" / ".synthgap-stats.json").exists()
     mixed = make_run(tmp_path, "mixed", **TINY, eval_dir=str(data / "val"),
-                     mix_dirs=[{"dir": str(data / "train"), "weight": 1.0}, {"dir": str(synth / "train"), "weight": 3.0}])
+                     mix=[{"data": "real", "dir": str(data / "train"), "weight": 1.0}, {"data": "synth", "dir": str(synth / "train"), "weight": 3.0}])
     assert run(mixed) == 0, final(mixed)
 
 

@@ -51,14 +51,11 @@ class CompareScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        table = self.query_one("#compare-table", DataTable)
-        for col in analysis.TABLE_HEADER:
-            table.add_column(col, key=col)
         self.load()
 
     @work(thread=True, exclusive=True, group="compare-load")
     def load(self) -> None:
-        records = [r for r in (self.app.store.get(i) for i in self.run_ids) if r]
+        records = self.app.store_call(lambda: [r for r in map(self.app.store.get, self.run_ids) if r], [])
         self.post_message(RunsData(analysis.load_runs(self.app.workspace, records)))
 
     def on_runs_data(self, msg: RunsData) -> None:
@@ -69,8 +66,10 @@ class CompareScreen(Screen):
         self.query_one("#chart-curves", LineChart).set_series(
             {r.name: ([e["epoch"] for e in r.epochs], [e.get("top1") for e in r.epochs]) for r in self.data})
         table = self.query_one("#compare-table", DataTable)
-        table.clear()
-        for row in analysis.results_table(self.data):
+        table.clear(columns=True)
+        header, rows = analysis.results_table(self.data)
+        table.add_columns(*header)
+        for row in rows:
             table.add_row(*(Text(c) for c in row))
         self.render_sweep()
 

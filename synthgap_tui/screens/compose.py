@@ -20,9 +20,11 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Label, Select, Static, TextArea
 
+from runners import kinds, protocol
 from synthgap_tui import runs as lifecycle
+from synthgap_tui.errors import SpecError
 from synthgap_tui.presets import list_presets
-from synthgap_tui.specs import COMMON, KIND_FIELDS, Experiment, SpecError, parse_spec
+from synthgap_tui.specs import Experiment, fields_of, parse_spec
 
 DEBOUNCE_S = 0.3
 
@@ -35,29 +37,14 @@ class Validated(Message):
 
 
 def estimate_hours(exp: Experiment, finished: list[dict]) -> str:
-    """GPU hours from the throughput of earlier finished runs of the workspace:
-    seconds per epoch for train runs of the same arch, seconds per run otherwise."""
-    per_epoch: dict[str, list[float]] = {}
-    per_run: dict[str, list[float]] = {}
-    for r in finished:
-        if not (r.get("started") and r.get("ended")):
-            continue
-        seconds = r["ended"] - r["started"]
-        epochs = (r.get("summary") or {}).get("epochs")
-        arch = ((r.get("summary") or {}).get("config") or {}).get("arch")
-        if r.get("kind") == "train" and epochs and arch:
-            per_epoch.setdefault(arch, []).append(seconds / epochs)
-        per_run.setdefault(r.get("kind"), []).append(seconds)
+    """GPU hours from the run times of the workspace's finished runs, as each
+    kind estimates them (train: seconds per epoch of the same architecture)."""
     total, known = 0.0, 0
     for run in exp.runs:
-        gpus = max(1, run.params.get("gpus", 1))
-        arch = run.params.get("arch", "resnet50")
-        if run.kind == "train" and arch in per_epoch and run.params.get("epochs"):
-            rate = sum(per_epoch[arch]) / len(per_epoch[arch])
-            total += rate * run.params["epochs"] * gpus
-            known += 1
-        elif per_run.get(run.kind):
-            total += sum(per_run[run.kind]) / len(per_run[run.kind]) * gpus
+        kind = kinds.get(run.kind)
+        seconds = kind.estimate(run.params, [r for r in finished if r.get("kind") == run.kind])
+        if seconds is not None:
+            total += seconds * max(1, run.params.get("gpus", 1))
             known += 1
     if not known:
         return "GPU hours: no finished runs in this workspace to estimate from yet"
@@ -135,7 +122,7 @@ class ComposeScreen(Screen):
                 exp = parse_spec(text, source=self.path.name if self.path else "spec",
                                  base_dir=self.path.parent if self.path else Path.cwd())
                 _, warnings = lifecycle.plan(exp, self.app.workspace)
-                estimate = estimate_hours(exp, self.app.store.list(state="finished"))
+                estimate = estimate_hours(exp, self.app.store_call(lambda: self.app.store.list(state="finished"), []))
             except SpecError as e:
                 problems = e.problems
         self.post_message(Validated(text, exp, problems, warnings, estimate))
@@ -164,9 +151,7 @@ class ComposeScreen(Screen):
             safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in name)[:60]
             self.path = self.app.workspace.specs_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{safe}.toml"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(text)
-        tmp.replace(self.path)
+        protocol.write_text_atomic(self.path, text)
         self.notify(f"saved {self.path}")
 
     def action_submit(self) -> None:
@@ -190,26 +175,29 @@ class ComposeScreen(Screen):
             table = tomllib.loads(self.query_one(TextArea).text)["runs"][base]
         except (tomllib.TOMLDecodeError, KeyError, TypeError):
             return
+        kind = kinds.all_kinds().get(table.get("kind"))
+        if kind is None:
+            return
         self.form_run = base
-        kind = table.get("kind", "train")
-        schema = {**COMMON, **KIND_FIELDS.get(kind, {})}
-        fields = [k for k in ("kind", *schema) if k != "sweep"]
-        fields = list(dict.fromkeys([k for k in fields if k in table] + fields))
+        schema = fields_of(kind)
+        defaults = kind.defaults(table)
+        fields = list(dict.fromkeys([k for k in schema if k in table] + list(schema)))
         form = self.query_one("#compose-form", VerticalScroll)
         await form.remove_children()  # before mounting inputs with the same ids
         rows = []
         for name in fields:
-            value = table.get(name)
+            value, default = table.get(name), defaults.get(name)
             label = Label(name, classes="form-label")
-            label.tooltip = schema[name].help or None if name in schema else None
+            label.tooltip = f"{schema[name].help}\nallowed: {schema[name].allowed()}".strip()
             rows.append(Horizontal(
                 label,
-                Input(value=tomli_w.dumps({"v": value})[4:].strip() if value is not None else "",
-                      placeholder="(default)", id=f"field-{name}", classes="form-input"),
+                Input(value=_toml_value(value) if value is not None else "",
+                      placeholder=f"default: {_toml_value(default)}" if default is not None else "(not set)",
+                      id=f"field-{name}", classes="form-input"),
                 classes="form-row"))
         await form.mount_all(rows)
         self.query_one("#form-title", Static).update(
-            f"[b]\\[runs.{escape(base)}][/b] fields · enter applies (the form rewrites the TOML without comments)")
+            f"[b]\\[runs.{escape(base)}][/b] {escape(kind.name)} fields · enter applies (the form rewrites the TOML without comments)")
         self.mark_field_problems()
 
     @on(Input.Submitted, ".form-input")
@@ -241,3 +229,7 @@ class ComposeScreen(Screen):
             hits = [p for p in self.problems if f"[runs.{self.form_run}" in p and f"field '{name}'" in p]
             row_input.set_class(bool(hits), "-invalid")
             row_input.tooltip = hits[0] if hits else None
+
+
+def _toml_value(value) -> str:
+    return tomli_w.dumps({"v": value})[4:].strip()

@@ -17,7 +17,8 @@ from textual.screen import Screen
 from textual.widgets import (DataTable, Footer, Header, Log, ProgressBar, Static, TabbedContent, TabPane)
 from textual.worker import get_current_worker
 
-from runners import protocol
+from runners import kinds, protocol
+from runners.kinds import Chart
 from synthgap_tui import formatting as fm
 from synthgap_tui.tail import RunHistory, tail_lines
 from synthgap_tui.widgets.charts import LineChart
@@ -60,6 +61,9 @@ class RunScreen(Screen):
         self.last_chart_draw = 0.0
 
     def compose(self) -> ComposeResult:
+        self.spec = protocol.read_json(self.app.workspace.run_file(self.run_id, protocol.SPEC_FILE), {}) or {}
+        kind = kinds.all_kinds().get(self.spec.get("kind"))
+        self.charts = kind.charts if kind else ()
         yield Header()
         with Vertical(id="run-head"):
             yield Static("", id="run-title")
@@ -68,12 +72,12 @@ class RunScreen(Screen):
                 yield Static("", id="run-eta")
         with TabbedContent(id="run-tabs"):
             with TabPane("Live", id="tab-live"):
-                with Horizontal(classes="chart-row"):
-                    yield LineChart("train loss", "step", id="chart-loss")
-                    yield LineChart("top-1 / top-5 per epoch", "epoch", "%", id="chart-acc")
-                with Horizontal(classes="chart-row"):
-                    yield LineChart("learning rate", "step", id="chart-lr")
-                    yield LineChart("images/s  ·  GPU memory (GiB)", "step", id="chart-rate")
+                for row in range(0, len(self.charts), 2):  # the kind's charts, two a row
+                    with Horizontal(classes="chart-row"):
+                        for i, chart in enumerate(self.charts[row:row + 2], start=row):
+                            yield LineChart(chart.title, chart.x, chart.unit, id=f"chart-{i}")
+                if not self.charts:
+                    yield Static("This kind of run declares no charts.", classes="no-charts")
             with TabPane("Epochs", id="tab-epochs"):
                 yield DataTable(id="epochs", cursor_type="row")
             with TabPane("Log", id="tab-log"):
@@ -83,10 +87,6 @@ class RunScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        table = self.query_one("#epochs", DataTable)
-        for col in ("epoch", "stage", "train loss", "val loss", "top-1", "top-5", "img/s", "skipped"):
-            table.add_column(col, key=col)
-        self.spec = protocol.read_json(self.app.workspace.run_file(self.run_id, protocol.SPEC_FILE), {}) or {}
         self.query_one("#run-spec", Static).update(escape(json.dumps(self.spec, indent=2)))
         self.follow()
 
@@ -100,7 +100,7 @@ class RunScreen(Screen):
         status_path = ws.run_file(self.run_id, protocol.STATUS_FILE)
         # The index can be large and rewritten often; this run's own small files
         # say everything the screen shows.
-        base = {**(self.app.store.get(self.run_id) or {}), **self.spec_identity()}
+        base = {**(self.app.store_call(lambda: self.app.store.get(self.run_id)) or {}), **self.spec_identity()}
         last_stdout = last_status = None
         while not me.is_cancelled:
             events = reader.read_new()
@@ -122,7 +122,7 @@ class RunScreen(Screen):
         if not (message.events or message.record or message.stdout is not None):
             return
         self.history.add(message.events)
-        self.pending_steps |= any(e["type"] in (protocol.TRAIN_STEP, protocol.GPU) for e in message.events)
+        self.pending_steps |= any(e["type"] in (*RunHistory.CHARTED, protocol.GPU) for e in message.events)
         new_epochs = any(e["type"] == protocol.EPOCH for e in message.events)
         # Step charts are the costly part: redraw them at most once a second.
         now = time.monotonic()
@@ -150,28 +150,33 @@ class RunScreen(Screen):
         bar = self.query_one("#run-progress", ProgressBar)
         bar.update(total=total or 100, progress=(done if total else (100 if state == protocol.FINISHED else 0)))
         eta = p.get("eta")
-        rate = h.rate[-1] if h.rate else p.get("rate")
+        rate = h.rate
         self.query_one("#run-eta", Static).update(
             f"{done}/{total} {p.get('unit', '')}  ETA {fm.fmt_duration(eta) if eta is not None and state == 'running' else '-'}"
             f"  {rate or '-'} img/s" if total else "")
-        if new_steps:
-            self.query_one("#chart-loss", LineChart).set_series({"loss": (h.steps, h.loss)})
-            self.query_one("#chart-lr", LineChart).set_series({"lr": (h.steps, h.lr)})
-            rate_series = {"img/s": (h.steps, h.rate)}
-            for idx, mem in h.gpu_mem.items():
-                rate_series[f"GPU{idx} GiB"] = (h.steps[-len(mem):] if len(h.steps) >= len(mem)
-                                                else list(range(len(mem))), mem)
-            self.query_one("#chart-rate", LineChart).set_series(rate_series)
+        for i, chart in enumerate(self.charts):
+            if (new_epochs if chart.event == protocol.EPOCH else new_steps):
+                self.query_one(f"#chart-{i}", LineChart).set_series(self.chart_series(chart))
         if new_epochs:
-            ep = [e.get("epoch") for e in h.epochs]
-            self.query_one("#chart-acc", LineChart).set_series(
-                {"top-1": (ep, [e.get("top1") for e in h.epochs]), "top-5": (ep, [e.get("top5") for e in h.epochs])})
-            table = self.query_one("#epochs", DataTable)
-            table.clear()
-            for e in h.epochs:
-                table.add_row(*(str(x) if not isinstance(x, float) else f"{x:.3f}" for x in (
-                    e.get("epoch"), e.get("stage", 0), e.get("train_loss"), e.get("val_loss"), e.get("top1"),
-                    e.get("top5"), e.get("images_per_s"), e.get("skipped", 0))))
+            self.render_epochs()
+
+    def chart_series(self, chart: Chart) -> dict:
+        h = self.history
+        series = {label: h.series(chart.event, chart.x, key) for key, label in chart.series}
+        if chart.gpu_memory:
+            xs = h.series(chart.event, chart.x, chart.series[0][0])[0] if chart.series else []
+            for idx, mem in h.gpu_mem.items():
+                series[f"GPU{idx} GiB"] = (xs[-len(mem):] if len(xs) >= len(mem) else list(range(len(mem))), mem)
+        return series
+
+    def render_epochs(self) -> None:
+        """Every field the runner reports in its epoch events, one column each."""
+        table = self.query_one("#epochs", DataTable)
+        keys = list(dict.fromkeys(k for e in self.history.epochs for k in e if k not in ("t", "type")))
+        table.clear(columns=True)
+        table.add_columns(*keys)
+        for e in self.history.epochs:
+            table.add_row(*(f"{e[k]:.3f}" if isinstance(e.get(k), float) else str(e.get(k, "")) for k in keys))
 
     def action_cancel_run(self) -> None:
         self.app.lifecycle_action("cancel", [self.run_id])

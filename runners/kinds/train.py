@@ -1,0 +1,161 @@
+"""``kind = "train"``: a ResNet student (runner: ``runners/train.py``).
+
+Its defaults come from a recipe: ``fitymi`` is the FITYMI / t-ReX recipe of
+Mind the Gap (DESIGN.md), ``plain`` a single-crop supervised recipe for
+transfer experiments; the spec's values override the recipe's.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+from runners import protocol
+from runners.archs import ARCHS, num_layers
+from runners.kinds.base import Chart, Field, Kind, Metric, Problem, Ref
+
+AUGMENTS = ("none", "pytorch-example", "autoaugment", "augmix", "dino", "pixmix")
+
+FITYMI = {
+    "arch": "resnet50", "small_input": False, "width": 64, "epochs": 100, "batch_size": 256, "lr": 0.1,
+    "warmup_epochs": 10, "min_lr": 1e-6, "weight_decay": 1e-4, "momentum": 0.9,
+    "label_smoothing": 0.0, "tau": 0.1, "augment": "dino", "local_crops": 8, "image_size": 224,
+    "local_size": 96, "normalization": "imagenet", "bn_eval_mode": "eval", "report_last": 5,
+    "amp": True, "channels_last": True, "compile": False, "workers": 8, "log_every": 20,
+    "freeze_layers": 0, "frozen_bn": "frozen", "reinit": True, "fraction": 1.0, "mixup": 0.0,
+}
+PLAIN = {**FITYMI, "epochs": 90, "warmup_epochs": 0, "tau": 0.0, "augment": "pytorch-example"}
+RECIPES = {"fitymi": FITYMI, "plain": PLAIN}
+STAGE_KEYS = ("train", "epochs", "lr", "mixup", "reinit_classifier", "fraction", "augment")
+
+DATA = Ref(to="train_dir", split="train", artifact="dataset")
+
+
+def _stages(value: list) -> str | None:
+    if not value or not all(isinstance(s, dict) for s in value):
+        return "must be a non-empty list of tables like { train = \"gen\", epochs = 10 }"
+    for i, stage in enumerate(value):
+        unknown = set(stage) - set(STAGE_KEYS)
+        if unknown:
+            return f"stage {i + 1} has unknown key(s) {sorted(unknown)}; allowed: {sorted(STAGE_KEYS)}"
+        if not isinstance(stage.get("train"), str):
+            return f"stage {i + 1} needs 'train' (a dataset or a generate run)"
+    return None
+
+
+def _mix(value: list) -> str | None:
+    if not value or not all(isinstance(m, dict) and isinstance(m.get("data"), str) for m in value):
+        return "must be a non-empty list of tables like { data = \"real\", weight = 0.5 }"
+    for m in value:
+        weight = m.get("weight", 1.0)
+        if set(m) - {"data", "weight"} or isinstance(weight, bool) or not isinstance(weight, (int, float)) \
+                or weight <= 0:
+            return "each entry takes 'data' and a positive 'weight', nothing else"
+    return None
+
+
+F = Field
+FIELDS = {
+    "recipe": F(str, "fitymi", "the defaults this run starts from", choices=tuple(RECIPES)),
+    "arch": F(str, FITYMI["arch"], "student architecture", choices=ARCHS),
+    "small_input": F(bool, False, "3x3 stem without max-pool, for 32x32 images"),
+    "width": F(int, 64, "base channels (64 = torchvision's ResNets)", min=4, max=256),
+    "weights": F(str, help="a local file of torchvision ResNet weights to start from", path="file"),
+    "train": F(str, help="the training data", ref=DATA),
+    "eval": F(str, help="the real data evaluated every epoch",
+              ref=Ref(to="eval_dir", split="val", artifact="dataset")),
+    "mix": F(list, help="train on several sets at once, sampled by weight", check=_mix,
+             item_refs={"data": Ref(to="dir", split="train", artifact="dataset")}),
+    "stages": F(list, help="bridged transfer: train on each set in turn", check=_stages,
+                item_refs={"train": DATA}),
+    "init_from": F(str, help="take layers 1..freeze_layers from this run's model or a checkpoint file",
+                   ref=Ref(to="init_from_path", split=None, artifact="model", path="file")),
+    "freeze_layers": F(int, 0, "layers taken from init_from and frozen (paper's numbering)", min=0),
+    "frozen_bn": F(str, "frozen", "BatchNorm statistics of frozen layers", choices=("frozen", "train")),
+    "reinit": F(bool, True, "re-initialise the layers above freeze_layers"),
+    "fraction": F(float, 1.0, "class-balanced share of the training set", min=0, max=1, min_open=True),
+    "epochs": F(int, 100, "epochs (per stage unless a stage says otherwise)", min=1),
+    "batch_size": F(int, 256, "global batch size", min=1),
+    "lr": F(float, 0.1, "base learning rate at batch 256 (scaled by batch/256)", min=0, min_open=True),
+    "warmup_epochs": F(int, 10, "linear warm-up epochs before the cosine decay", min=0),
+    "min_lr": F(float, 1e-6, "learning rate at the end of the cosine", min=0),
+    "weight_decay": F(float, 1e-4, "on weights only, not biases or norm parameters", min=0),
+    "momentum": F(float, 0.9, "SGD momentum", min=0, max=1),
+    "label_smoothing": F(float, 0.0, "cross-entropy label smoothing", min=0, max=1),
+    "tau": F(float, 0.1, "cosine classifier temperature; 0 = plain linear layer", min=0),
+    "augment": F(str, "dino", "training augmentation", choices=AUGMENTS),
+    "pixmix_dir": F(str, help="the mixing images of augment = 'pixmix'", path="dir"),
+    "local_crops": F(int, 8, "local crops of the dino multi-crop", min=0, max=32),
+    "image_size": F(int, 224, "training and evaluation crop size", min=8),
+    "local_size": F(int, 96, "local crop size of the dino multi-crop", min=8),
+    "normalization": F(str, "imagenet", "input normalisation statistics", choices=("imagenet", "exact")),
+    "bn_eval_mode": F(str, "eval", "BatchNorm at evaluation: running or batch statistics",
+                      choices=("eval", "train")),
+    "mixup": F(float, 0.0, "mixup alpha; 0 = off", min=0),
+    "report_last": F(int, 5, "epochs averaged for the reported mean ± std", min=1),
+    "workers": F(int, 8, "data loader processes", min=0),
+    "amp": F(bool, True, "mixed precision on CUDA (bf16 where supported)"),
+    "channels_last": F(bool, True, "channels-last memory format on CUDA"),
+    "compile": F(bool, False, "torch.compile the model"),
+    "log_every": F(int, 20, "steps between train_step events", min=1),
+    "max_steps_per_epoch": F(int, help="cap steps per epoch (smoke tests)", min=1),
+}
+
+
+def check(p: dict) -> list[Problem]:
+    out: list[Problem] = []
+    arch = p.get("arch", FITYMI["arch"])
+    n = p.get("freeze_layers", 0)
+    top = num_layers(arch) - 1
+    if n > top:
+        out.append(("freeze_layers", f"is {n}; a {arch} has {top + 1} layers, so 0..{top} "
+                                     f"({top} = linear probe)"))
+    if n > 0 and "init_from" not in p:
+        out.append(("freeze_layers", "needs init_from (the run or checkpoint to take the frozen layers from)"))
+    sources = [k for k in ("train", "mix", "stages") if k in p]
+    if len(sources) != 1:
+        out.append((None, "needs exactly one of train, mix or stages"
+                    + (f" (has {', '.join(sources)})" if sources else "")))
+    if "eval" not in p:
+        out.append((None, "needs eval (the real dataset to evaluate on)"))
+    if p.get("augment") == "pixmix" and "pixmix_dir" not in p:
+        out.append(("augment", "'pixmix' needs pixmix_dir (a folder of mixing images)"))
+    return out
+
+
+def estimate(params: dict, finished: list[dict]) -> float | None:
+    """Seconds per epoch of finished runs of the same architecture, times epochs."""
+    cfg = KIND.resolve(params)
+    rates = []
+    for r in finished:
+        summary = r.get("summary") or {}
+        if r.get("started") and r.get("ended") and summary.get("epochs") \
+                and (summary.get("config") or {}).get("arch") == cfg["arch"]:
+            rates.append((r["ended"] - r["started"]) / summary["epochs"])
+    epochs = sum(s.get("epochs", cfg["epochs"]) for s in params["stages"]) if params.get("stages") \
+        else cfg["epochs"]
+    return statistics.fmean(rates) * epochs if rates else None
+
+
+def _recipe(params: dict) -> dict:
+    recipe = params.get("recipe", "fitymi")
+    return RECIPES.get(recipe, FITYMI) if isinstance(recipe, str) else FITYMI
+
+
+KIND = Kind(
+    name="train",
+    runner="runners.train",
+    help="train a ResNet student; layers 1..N from another run, frozen",
+    fields=FIELDS,
+    artifacts={"model": "the final weights, checkpoints/model.pt"},
+    metrics=(Metric("top1", "Top-1 Acc. (%)"), Metric("top5", "Top-5 Acc. (%)"),
+             Metric("train_loss", "Train Loss", 3)),
+    charts=(Chart("train loss", protocol.TRAIN_STEP, "step", (("loss", "loss"),)),
+            Chart("top-1 / top-5 per epoch", protocol.EPOCH, "epoch", (("top1", "top-1"), ("top5", "top-5")),
+                  unit="%"),
+            Chart("learning rate", protocol.TRAIN_STEP, "step", (("lr", "lr"),)),
+            Chart("images/s  ·  GPU memory (GiB)", protocol.TRAIN_STEP, "step", (("images_per_s", "img/s"),),
+                  gpu_memory=True)),
+    check=check,
+    defaults_for=_recipe,
+    estimate=estimate,
+)
