@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, TypeVar
 
 from textual import work
 from textual.app import App, SystemCommand
@@ -13,8 +13,12 @@ from textual.screen import Screen
 
 from synthgap_tui.gpu import NvmlMonitor
 from synthgap_tui.screens.runs import RunsScreen
-from synthgap_tui.store import RunStore, StoreError
+from synthgap_tui.errors import StoreCorrupt, StoreError
+from synthgap_tui.store import RunStore
 from synthgap_tui.workspace import Workspace
+
+
+T = TypeVar("T")
 
 
 class SynthGapApp(App):
@@ -33,6 +37,40 @@ class SynthGapApp(App):
         self.gpu_monitor = gpu_monitor or NvmlMonitor()
         self.start_supervisor = start_supervisor
         self.sub_title = str(workspace.root)
+        self.index_notice_shown = False  # until the index reads again
+
+    # -- the run index, read from workers --------------------------------------
+    def store_call(self, read: Callable[[], T], default: T | None = None) -> T | None:
+        """``read()`` from a worker thread; on an index problem, tell the user
+        (once, until the index reads again) and return ``default``."""
+        try:
+            result = read()
+        except StoreError as e:
+            self.call_from_thread(self.index_problem, e)
+            return default
+        self.index_notice_shown = False
+        return result
+
+    def index_problem(self, error: StoreError) -> None:
+        if self.index_notice_shown:
+            return
+        self.index_notice_shown = True
+        if not isinstance(error, StoreCorrupt):
+            self.notify(str(error), severity="error", timeout=10)
+            return
+        from synthgap_tui.screens.index_problem import IndexProblemScreen
+
+        self.push_screen(IndexProblemScreen(str(error)),
+                         lambda rebuild: self.rebuild_index() if rebuild else None)
+
+    @work(thread=True, group="rebuild")
+    def rebuild_index(self) -> None:
+        try:
+            n = self.store.rebuild()
+        except (StoreError, OSError) as e:
+            self.call_from_thread(self.notify, f"rebuild failed: {e}", severity="error", timeout=10)
+            return
+        self.call_from_thread(self.notify, f"index rebuilt from {n} run folder(s)")
 
     def on_mount(self) -> None:
         self.push_screen(RunsScreen())
@@ -44,7 +82,7 @@ class SynthGapApp(App):
         """Runs left queued (a reboot, a killed supervisor) start moving again."""
         from synthgap_tui.supervisor import ensure_supervisor
 
-        if self.store.list(state=["queued", "starting", "running"]):
+        if self.store_call(lambda: self.store.list(state=["queued", "starting", "running"])):
             ensure_supervisor(self.workspace)
 
     # -- navigation ----------------------------------------------------------
@@ -75,12 +113,11 @@ class SynthGapApp(App):
         ids = sorted(getattr(screen, "marked", set()))
         title = f"{len(ids)} marked runs"
         if not ids and isinstance(screen, RunsScreen):
-            current = screen.selected_run_id()
-            run = self.store.get(current) if current else None
+            run = screen.runs.get(screen.selected_run_id() or "")
             if not run:
                 self.notify("mark runs with space, or put the cursor on a run of an experiment")
                 return
-            ids = [r["id"] for r in self.store.list(experiment=run.get("experiment"))]
+            ids = [r["id"] for r in screen.runs.values() if r.get("experiment") == run.get("experiment")]
             title = run.get("experiment", "experiment")
         self.push_screen(CompareScreen(ids, title))
 
@@ -109,7 +146,7 @@ class SynthGapApp(App):
     @work(thread=True, group="submit")
     def submit_experiment(self, exp, text: str) -> None:
         from synthgap_tui import runs as lifecycle
-        from synthgap_tui.specs import SpecError
+        from synthgap_tui.errors import SpecError
         from synthgap_tui.supervisor import ensure_supervisor
 
         try:
@@ -129,7 +166,9 @@ class SynthGapApp(App):
     def export_runs(self, run_ids: list[str], title: str) -> None:
         from synthgap_tui import analysis
 
-        records = [r for r in (self.store.get(i) for i in run_ids) if r]
+        records = self.store_call(lambda: [r for r in map(self.store.get, run_ids) if r])
+        if records is None:
+            return
         out = self.workspace.root / "exports" / time.strftime("%Y%m%d-%H%M%S")
         try:
             written = analysis.export(analysis.load_runs(self.workspace, records), out, title)

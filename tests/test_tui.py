@@ -64,8 +64,10 @@ def test_run_screen_shows_history_of_a_finished_run(fixture_ws):
             await wait_until(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.history.epochs,
                              what="epochs loaded")
             screen = app.screen
-            assert len(screen.history.epochs) == 6 and len(screen.history.loss) == 30
-            assert screen.query_one("#chart-acc").series["top-1"][1][-1] == 87.8
+            assert len(screen.history.epochs) == 6 and len(screen.history.series("train_step", "step", "loss")[1]) == 30
+            # The train kind's charts (runners/kinds/train.py): loss first, accuracy per epoch second.
+            assert screen.query_one("#chart-0").series["loss"][1][-1] == 2.0 - 0.1 * 5 - 0.01 * 4
+            assert screen.query_one("#chart-1").series["top-1"][1][-1] == 87.8
             assert screen.query_one("#epochs").row_count == 6
             await pilot.press("escape")
             assert isinstance(app.screen, RunsScreen)
@@ -169,8 +171,8 @@ def test_main_flow_compose_submit_watch_compare_export(tmp_path):
             await wait_until(pilot, lambda: runs.query_one("#runs").row_count == 12, what="12 runs listed")
             assert {r["state"] for r in runs.runs.values()} <= {"queued", "starting", "running", "finished"}
             store = RunStore(ws_root)
-            await wait_until(pilot, lambda: store.list(state="running"), what="a run running")
-            running = store.list(state="running")[0]["id"]
+            await wait_until(pilot, lambda: store.list(state="running", kind="train"), what="a train run running")
+            running = store.list(state="running", kind="train")[0]["id"]
             app.open_run(running)
             detail = app.screen
             await wait_until(pilot, lambda: detail.history.progress, what="progress streamed")
@@ -178,7 +180,7 @@ def test_main_flow_compose_submit_watch_compare_export(tmp_path):
             await wait_until(pilot, lambda: detail.history.progress["done"] > first or detail.history.final,
                              what="progress moved")
             assert detail.query_one("#run-progress").progress > 0
-            assert detail.query_one("#chart-acc").series["top-1"][0]
+            assert detail.query_one("#chart-1").series["top-1"][0]
             await wait_until(pilot, lambda: {r["state"] for r in store.list()} == {"finished"}, timeout=90,
                              what="all finished")
             await pilot.press("escape")
@@ -189,7 +191,8 @@ def test_main_flow_compose_submit_watch_compare_export(tmp_path):
             await wait_until(pilot, lambda: compare.data, what="compare loaded")
             assert compare.query_one("#chart-sweep").xlabel == "fraction"
             await pilot.press("e")
-            await wait_until(pilot, lambda: list((ws_root / "exports").glob("*/results.md")), what="export")
+            # sweep.svg is the last file the export writes.
+            await wait_until(pilot, lambda: list((ws_root / "exports").glob("*/sweep.svg")), what="export")
             out = next((ws_root / "exports").glob("*/"))
             names = {p.name for p in out.iterdir()}
             assert {"results.csv", "results.md", "epochs.csv", "curves.png", "curves.svg", "sweep.png",
@@ -199,3 +202,30 @@ def test_main_flow_compose_submit_watch_compare_export(tmp_path):
         asyncio.run(go())
     finally:
         os.environ.pop("FAKE_STEP_S", None)
+
+
+def test_a_truncated_index_gets_a_calm_notice_and_a_rebuild(fixture_ws):
+    from synthgap_tui.screens.index_problem import IndexProblemScreen
+
+    async def go():
+        app = app_for(fixture_ws)
+        async with app.run_test(size=(100, 30)) as pilot:
+            runs = app.screen
+            await wait_until(pilot, lambda: runs.query_one("#runs").row_count == 13, what="13 rows")
+            index = fixture_ws.index_path
+            index.write_bytes(index.read_bytes()[:200])  # truncated while the app is open
+            await wait_until(pilot, lambda: isinstance(app.screen, IndexProblemScreen), what="the notice")
+            assert app.is_running and "synthgap db rebuild" in str(app.screen.message)
+            await pilot.press("r")
+            await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen) and not app.index_notice_shown,
+                             what="the app reading the rebuilt index")
+            assert len(RunStore(fixture_ws).list()) == 13
+            index.write_text("{")  # broken again: the notice comes back once
+            await wait_until(pilot, lambda: isinstance(app.screen, IndexProblemScreen), what="the notice again")
+            await pilot.press("escape")
+            await pilot.pause(2.5)  # the runs screen keeps polling the broken index
+            assert isinstance(app.screen, RunsScreen) and app.is_running
+            RunStore(fixture_ws).rebuild()  # fixed from another terminal
+            await wait_until(pilot, lambda: not app.index_notice_shown, what="the app reading again")
+            assert runs.query_one("#runs").row_count == 13
+    asyncio.run(go())

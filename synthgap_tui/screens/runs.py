@@ -92,7 +92,9 @@ class RunsScreen(Screen):
     def load_runs(self) -> None:
         # Reading the index parses JSON only when the file changed; an unchanged
         # list only needs the clocks of active runs to tick.
-        runs = self.app.store.list()
+        runs = self.app.store_call(self.app.store.list)
+        if runs is None:
+            return
         self.post_message(RunsLoaded(runs if runs != self._last_loaded else None))
         self._last_loaded = runs
 
