@@ -13,12 +13,9 @@ from datetime import datetime
 from pathlib import Path
 
 from runners import protocol
-from synthgap_tui.store import RunStore, StoreError
+from synthgap_tui.errors import UserError
+from synthgap_tui.store import RunStore
 from synthgap_tui.workspace import Workspace
-
-
-class UserError(Exception):
-    """A mistake the user can fix; printed without a traceback."""
 
 
 def _store(args) -> RunStore:
@@ -37,32 +34,45 @@ def _print_json(data) -> None:
     sys.stdout.buffer.write(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
 
 
+def _print_table(header: list[str], rows: list[list[str]], title: str | None = None, keep: int = 2,
+                 styles: dict[int, callable] | None = None) -> None:
+    """Rows as a table. The first ``keep`` columns (ids, names) are never cut:
+    on a terminal the others fold to fit; in a pipe it is plain aligned text."""
+    if not sys.stdout.isatty():
+        widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+        lines = ([title] if title else []) + ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip()
+                                               for line in [header, *rows]]
+        sys.stdout.write("\n".join(lines) + "\n")
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=None, header_style="bold", title=title, title_justify="left")
+    for i, col in enumerate(header):
+        table.add_column(col, no_wrap=i < keep, min_width=max((len(r[i]) for r in rows), default=0) if i < keep
+                         else None, overflow="fold")
+    for r in rows:
+        table.add_row(*(Text(c, style=(styles or {}).get(i, lambda _: "")(c)) for i, c in enumerate(r)))
+    _console().print(table)
+
+
 # -- ls / show ----------------------------------------------------------------
 def cmd_ls(args) -> int:
     runs = _store(args).list(state=args.status, kind=args.kind, experiment=args.experiment)
     if args.json:
         _print_json(runs)
         return 0
-    from rich.markup import escape
-    from rich.table import Table
-
     from synthgap_tui import formatting as fm
 
-    table = Table(box=None, header_style="bold")
-    for col in ("id", "name", "experiment", "kind", "state", "progress", "top-1", "gpu",
-                "started", "duration"):
-        table.add_column(col, justify="right" if col in ("progress", "top-1") else "left",
-                         no_wrap=col != "name", overflow="fold" if col == "name" else "ellipsis")
-    for r in runs:
-        table.add_row(r["id"], escape(r.get("name", "-")), escape(r.get("experiment", "-")), r.get("kind", "-"),
-                      _state_markup(r["state"]), fm.fmt_progress(r), fm.fmt_top1(r), fm.fmt_gpus(r),
-                      fm.fmt_time(r.get("started")), fm.fmt_duration(fm.run_duration(r)))
-    console = _console()
-    if runs:
-        console.print(table)
-    else:
-        console.print("No runs yet. Submit an experiment with `synthgap submit SPEC.toml` "
-                      "or try `synthgap demo`.")
+    if not runs:
+        _console().print("No runs yet. Submit an experiment with `synthgap submit SPEC.toml` "
+                         "or try `synthgap demo`.")
+        return 0
+    rows = [[r["id"], r.get("name", "-"), r["state"], fm.fmt_progress(r), fm.fmt_top1(r), r.get("kind", "-"),
+             r.get("experiment", "-"), fm.fmt_gpus(r), fm.fmt_time(r.get("started")),
+             fm.fmt_duration(fm.run_duration(r))] for r in runs]
+    _print_table(["id", "name", "state", "progress", "top-1", "kind", "experiment", "gpu", "started", "time"],
+                 rows, styles={2: lambda s: fm.STATE_STYLE.get(s, "")})
     return 0
 
 
@@ -70,6 +80,20 @@ def _state_markup(state: str) -> str:
     from synthgap_tui.formatting import STATE_STYLE
 
     return f"[{STATE_STYLE.get(state, 'default')}]{state}[/]"
+
+
+def _readable(data: dict, prefix: str = "") -> list[str]:
+    """TOML-like lines: ``key = value`` with JSON values (true, null, "text")."""
+    import json
+
+    lines = []
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            lines += _readable(value, f"{name}.")
+        else:
+            lines.append(f"{name} = {json.dumps(value, ensure_ascii=False, default=str)}")
+    return lines
 
 
 def cmd_show(args) -> int:
@@ -91,19 +115,22 @@ def cmd_show(args) -> int:
         _print_json(info)
         return 0
     from rich.markup import escape
-    from rich.pretty import Pretty
-    from rich.rule import Rule
+
+    from synthgap_tui import launchers
 
     console = _console()
-    console.print(Rule(f"{escape(record.get('name', run_id))}  [dim]{run_id}[/]"))
+    console.print(f"[bold]{escape(record.get('name', run_id))}[/]  {run_id}")
+    where = ""
+    if record["state"] in protocol.ACTIVE_STATES and (info["status"] or {}).get("handle"):
+        where = "  " + launchers.of_status(info["status"])[0].describe(info["status"]["handle"])
     console.print(f"state {_state_markup(record['state'])}  kind {record.get('kind')}  "
-                  f"experiment {escape(record.get('experiment', '-'))}")
+                  f"experiment {escape(record.get('experiment', '-'))}{escape(where)}")
     if record.get("error"):
         console.print(f"[red]error:[/] {escape(record['error'])}")
-    for title in ("spec", "status", "results", "paths"):
+    for title in ("record", "spec", "status", "results", "paths"):
         if info[title]:
-            console.print(Rule(title, style="dim"))
-            console.print(Pretty(info[title]))
+            console.print(f"\n[bold]\\[{title}][/]")
+            console.print("\n".join(escape(line) for line in _readable(info[title])), soft_wrap=True)
     return 0
 
 
@@ -131,7 +158,8 @@ def cmd_doctor(args) -> int:
 # -- submit and the run lifecycle ----------------------------------------------
 def cmd_submit(args) -> int:
     from synthgap_tui import runs as lifecycle
-    from synthgap_tui.specs import SpecError, load_spec
+    from synthgap_tui.errors import SpecError
+    from synthgap_tui.specs import load_spec
     from synthgap_tui.supervisor import ensure_supervisor
 
     store = _store(args)
@@ -309,23 +337,18 @@ def cmd_demo(args) -> int:
 
 
 def _print_results(ws: Workspace, records: list[dict], title: str) -> None:
-    from rich.table import Table
-    from rich.text import Text
+    from rich.markup import escape
 
     from synthgap_tui import analysis
 
-    data = analysis.load_runs(ws, [r for r in records if r.get("kind") == "train"])
-    table = Table(title=title, title_justify="left")
-    for col in analysis.TABLE_HEADER:
-        table.add_column(col)
-    for row in analysis.results_table(data):
-        table.add_row(*(Text(c) for c in row))
+    data = analysis.load_runs(ws, records)
+    header, rows = analysis.results_table(data)
+    _print_table(header, rows, title=title, keep=1)
     console = _console()
-    console.print(table)
     sweep = analysis.find_sweep(data)
     if sweep:
         for name, (a, b) in sweep.fits.items():
-            console.print(f"fit {Text(name)}: top-1 = {a:.2f}·log(fraction) + {b:.2f}", highlight=False)
+            console.print(f"fit {escape(name)}: top-1 = {a:.2f}·log(fraction) + {b:.2f}", highlight=False)
 
 
 def cmd_export(args) -> int:
@@ -360,14 +383,55 @@ def cmd_tui(args) -> int:
     return 0
 
 
+def cmd_kinds(args) -> int:
+    """The run kinds of the registry and their fields (README's field reference)."""
+    from runners import kinds
+
+    from synthgap_tui.fieldref import kind_rows
+    from synthgap_tui.specs import fields_of
+
+    registry = kinds.all_kinds()
+    if args.name and args.name not in registry:
+        raise UserError(str(kinds.UnknownKind(args.name)))
+    chosen = {args.name: registry[args.name]} if args.name else registry
+    if args.json:
+        _print_json({name: {"runner": k.runner, "help": k.help, "artifacts": k.artifacts,
+                            "fields": {f: {"default": k.defaults().get(f), "allowed": field.allowed(),
+                                           "help": field.help} for f, field in fields_of(k).items()}}
+                     for name, k in chosen.items()})
+        return 0
+    if not args.name:
+        _print_table(["kind", "runner", "what it does"], [[n, k.runner, k.help] for n, k in chosen.items()])
+        _console().print("[dim]`synthgap kinds NAME` lists a kind's fields.[/]")
+        return 0
+    for name, kind in chosen.items():
+        _console().print(f"[bold]{name}[/]: {kind.help}\nrunner: python -m {kind.runner}; produces: "
+                         + (", ".join(f"{a} ({what})" for a, what in kind.artifacts.items()) or "nothing"))
+        _print_table(["field", "default", "allowed", "help"], kind_rows(kind), keep=1)
+    return 0
+
+
+class _Subcommands(argparse._SubParsersAction):
+    """Every subcommand also takes -w/--workspace after its name, as people type it."""
+
+    def add_parser(self, name, **kwargs):
+        parser = super().add_parser(name, **kwargs)
+        # SUPPRESS: when not given here, the value given before the command stands.
+        parser.add_argument("--workspace", "-w", metavar="DIR", default=argparse.SUPPRESS,
+                            help="workspace folder (default: $SYNTHGAP_HOME or ~/.synthgap)")
+        return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="synthgap",
         description="Compose, run and compare synthetic-vs-real training experiments.",
+        epilog="Exit codes: 0 ok, 1 the command failed (no such run, a bad spec, ...), 2 usage error.",
     )
     parser.add_argument("--workspace", "-w", metavar="DIR",
                         help="workspace folder (default: $SYNTHGAP_HOME or ~/.synthgap)")
     parser.set_defaults(func=cmd_tui)
+    parser.register("action", "parsers", _Subcommands)
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     p = sub.add_parser("ls", help="list runs")
@@ -433,6 +497,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the written paths as JSON only")
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser("kinds", help="the run kinds and their fields")
+    p.add_argument("name", nargs="?", help="list this kind's fields")
+    p.add_argument("--json", action="store_true", help="print JSON only")
+    p.set_defaults(func=cmd_kinds)
+
     p = sub.add_parser("tui", help="open the app (the default)")
     p.set_defaults(func=cmd_tui)
     return parser
@@ -442,9 +511,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (StoreError, UserError) as e:
+    except UserError as e:
         print(f"synthgap: {e}", file=sys.stderr)
-        return 2
+        return 1
     except KeyboardInterrupt:
         return 130
 

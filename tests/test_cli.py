@@ -36,7 +36,7 @@ def test_ls_json_filters_and_show(tmp_path, capsys):
     shown = json.loads(run_cli("show", "gen", "--json", ws=ws).stdout)
     assert shown["record"]["id"] == a and shown["paths"]["run_dir"].endswith(a)
     missing = run_cli("show", "nope", ws=ws)
-    assert missing.returncode == 2 and "No run matches" in missing.stderr
+    assert missing.returncode == 1 and "No run matches" in missing.stderr
 
 
 def test_ls_empty_workspace_uses_env_home(tmp_path):
@@ -64,7 +64,7 @@ def test_doctor_reports_each_check_without_traceback(tmp_path):
 
 def test_user_errors_exit_2_without_traceback(tmp_path, capsys):
     (tmp_path / "runs.json").write_text("{")
-    assert main(["-w", str(tmp_path), "ls"]) == 2
+    assert main(["-w", str(tmp_path), "ls"]) == 1
     assert "db rebuild" in capsys.readouterr().err
 
 
@@ -79,4 +79,33 @@ def test_export_writes_tables_and_figures(tmp_path):
     assert {"results.csv", "results.md", "epochs.csv", "curves.png", "curves.svg", "sweep.png", "sweep.svg"} <= written
     md = (out / "results.md").read_text()
     assert "| real-only | 86.5 ± 1.5 |" in md and "freeze[freeze_layers=17]" in md
-    assert run_cli("export", ws=ws.root).returncode == 2
+    assert run_cli("export", ws=ws.root).returncode == 1
+
+
+def test_ls_and_show_as_people_read_them(tmp_path, monkeypatch):
+    ws = tmp_path / "ws"
+    store = RunStore(ws)
+    long_name = "synth-to-real[freeze_layers=16,fraction=0.125]"
+    ids = [store.create({"name": long_name, "kind": "train", "state": "finished", "experiment": "mind-the-gap"}),
+           store.create({"name": "gen-sd14", "kind": "generate", "state": "queued", "experiment": "mind-the-gap"})]
+    # -w after the command, as people type it; in a pipe: plain text, nothing cut.
+    piped = run_cli("ls", "-w", str(ws))
+    assert piped.returncode == 0, piped.stderr
+    lines = piped.stdout.splitlines()
+    assert lines[0].split()[:3] == ["id", "name", "state"]
+    assert any(line.startswith(f"{ids[0]}  {long_name}") for line in lines) and ids[1] in piped.stdout
+    assert "\x1b[" not in piped.stdout and "…" not in piped.stdout
+    # On an 80-column terminal the ids and names stay whole too.
+    from rich.console import Console
+
+    from synthgap_tui import cli
+
+    console = Console(width=80, force_terminal=True, record=True)
+    monkeypatch.setattr(cli, "_console", lambda stderr=False: console)
+    monkeypatch.setattr(cli.sys.stdout, "isatty", lambda: True)
+    assert main(["ls", "-w", str(ws)]) == 0
+    text = console.export_text()
+    assert ids[0] in text and long_name in text and ids[1] in text
+    shown = run_cli("show", "gen-sd14", "--workspace", str(ws))
+    assert shown.returncode == 0
+    assert 'name = "gen-sd14"' in shown.stdout and "True" not in shown.stdout and "'" not in shown.stdout
