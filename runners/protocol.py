@@ -43,10 +43,12 @@ EVENT_TYPES = frozenset(
 FINAL_EVENTS = frozenset({DONE, FAILED, CANCELLED})
 
 # Run states (DESIGN.md). "lost" is a run whose process vanished without a
-# final event.
-QUEUED, STARTING, RUNNING = "queued", "starting", "running"
+# final event; "blocked" a queued run whose dependency ended without
+# finishing (it moves again when that one is resumed or retried).
+QUEUED, BLOCKED, STARTING, RUNNING = "queued", "blocked", "starting", "running"
 FINISHED, FAILED_STATE, CANCELLED_STATE, LOST = "finished", "failed", "cancelled", "lost"
-STATES = (QUEUED, STARTING, RUNNING, FINISHED, FAILED_STATE, CANCELLED_STATE, LOST)
+STATES = (QUEUED, BLOCKED, STARTING, RUNNING, FINISHED, FAILED_STATE, CANCELLED_STATE, LOST)
+WAITING_STATES = frozenset({QUEUED, BLOCKED})
 ACTIVE_STATES = frozenset({STARTING, RUNNING})
 ENDED_STATES = frozenset({FINISHED, FAILED_STATE, CANCELLED_STATE, LOST})
 STATE_OF_FINAL_EVENT = {DONE: FINISHED, FAILED: FAILED_STATE, CANCELLED: CANCELLED_STATE}

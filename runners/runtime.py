@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
+import sys
 import signal
 import traceback
 from pathlib import Path
@@ -14,6 +16,9 @@ from typing import Any, Callable
 import torch
 
 from runners import protocol
+
+
+log = logging.getLogger("synthgap.runner")
 
 
 class RunnerError(Exception):
@@ -50,7 +55,7 @@ class RunContext:
     def log(self, message: str, level: str = "info") -> None:
         self.emit(protocol.LOG, level=level, message=message)
         if self.main:
-            print(f"[{level}] {message}", flush=True)
+            log.log(getattr(logging, level.upper(), logging.INFO), message)
 
     def run(self, body) -> int:
         """Run ``body(self)``; turn its outcome into a final event and an exit code."""
@@ -61,12 +66,12 @@ class RunContext:
             return 143
         except (RunnerError, FileNotFoundError, ValueError) as e:
             self.emit(protocol.FAILED, error=str(e), traceback=traceback.format_exc())
-            print(f"error: {e}", flush=True)
+            log.error(str(e))
             return 1
         except Exception as e:
             tb = traceback.format_exc()
             self.emit(protocol.FAILED, error=f"{type(e).__name__}: {e}", traceback=tb)
-            print(tb, flush=True)
+            log.error(tb)
             return 1
         if self.main:
             protocol.write_json_atomic(self.run_dir / protocol.RESULTS_FILE, summary)
@@ -94,7 +99,10 @@ def runner_args_parser(description: str) -> argparse.ArgumentParser:
 
 
 def run_main(args, body: Callable[[RunContext, argparse.Namespace], dict], main_process: bool = True) -> int:
-    """``main(args)`` of a runner: threads, run directory, final event, exit code."""
+    """``main(args)`` of a runner: logging, threads, run directory, final event, exit code."""
+    # stdout is the run's stdout.log (the supervisor points it there).
+    logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                        datefmt="%H:%M:%S")
     if args.threads:
         torch.set_num_threads(args.threads)
     ctx = RunContext(args.run_dir, main_process=main_process)
@@ -104,14 +112,21 @@ def run_main(args, body: Callable[[RunContext, argparse.Namespace], dict], main_
 class Device:
     """The CUDA / CPU choices in one place: autocast, memory format, transfers."""
 
-    def __init__(self, amp: bool = True, channels_last: bool = True, local_rank: int = 0):
+    def __init__(self, amp: bool = True, channels_last: bool = True, local_rank: int = 0,
+                 deterministic: bool = False):
         self.cuda = torch.cuda.is_available()
         self.device = torch.device(f"cuda:{local_rank}" if self.cuda else "cpu")
+        if deterministic:
+            # Bit-reproducible runs: no autotuned kernels, no TF32, deterministic algorithms
+            # (cuBLAS needs a fixed workspace for that), at some cost in speed.
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
         if self.cuda:
             torch.cuda.set_device(self.device)
-            torch.backends.cudnn.benchmark = True
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+            torch.backends.cudnn.benchmark = not deterministic
+            torch.backends.cudnn.deterministic = deterministic
+            torch.backends.cuda.matmul.allow_tf32 = not deterministic
+            torch.backends.cudnn.allow_tf32 = not deterministic
         self.amp = amp and self.cuda
         self.dtype = torch.bfloat16 if self.cuda and torch.cuda.is_bf16_supported() else torch.float16
         self.memory_format = torch.channels_last if (self.cuda and channels_last) else torch.contiguous_format

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 STATE_STYLE = {
-    "queued": "dim", "starting": "cyan", "running": "bold cyan", "finished": "green",
+    "queued": "dim", "blocked": "orange3", "starting": "cyan", "running": "bold cyan", "finished": "green",
     "failed": "bold red", "cancelled": "yellow", "lost": "magenta",
 }
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from runners import kinds, protocol
 from synthgap_tui import launchers
 from synthgap_tui.errors import SpecError, StoreError, UserError
-from synthgap_tui.specs import Experiment, ref_values
+from synthgap_tui.specs import Experiment, looks_like_path, ref_values
 from synthgap_tui.store import RunStore
 from synthgap_tui.workspace import Workspace, new_run_id
 
@@ -39,7 +39,7 @@ def _resolve(exp: Experiment, ids: dict[str, str]) -> tuple[dict[str, dict], lis
             "spec_file": exp.source, **copy.deepcopy(run.params),
         }
         for key, f in kinds.get(run.kind).fields.items():
-            if f.path and isinstance(spec.get(key), str):
+            if f.path and isinstance(spec.get(key), str) and looks_like_path(spec[key]):
                 inputs.append((run.name, f.path, spec[key]))
         for path, _, ref in ref_values(run):
             if ref is None or path not in run.refs:
@@ -135,19 +135,19 @@ def submit(exp: Experiment, store: RunStore, spec_text: str | None = None) -> li
 
 def _keep_spec(ws: Workspace, exp: Experiment, spec_text: str) -> Path:
     """Copy the submitted spec into specs/, with dataset paths made absolute so
-    the copy means the same wherever it is opened from."""
-    import tomllib
+    the copy means the same wherever it is opened from (comments kept)."""
+    import tomlkit
 
-    import tomli_w
-
-    data = tomllib.loads(spec_text)
+    doc = tomlkit.parse(spec_text)
     for name, ds in exp.datasets.items():
-        entry = data["datasets"][name]
-        data["datasets"][name] = {**entry, "path": ds["path"]} if isinstance(entry, dict) else ds["path"]
+        if isinstance(doc["datasets"][name], dict):
+            doc["datasets"][name]["path"] = ds["path"]
+        else:
+            doc["datasets"][name] = ds["path"]
     ws.specs_dir.mkdir(parents=True, exist_ok=True)
     safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in exp.name)[:60]
     path = ws.specs_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{safe}.toml"
-    protocol.write_atomic(path, lambda f: f.write(tomli_w.dumps(data).encode()))
+    protocol.write_text_atomic(path, tomlkit.dumps(doc))
     return path
 
 
@@ -168,13 +168,44 @@ STATUS_KEYS = {"launcher", "handle", "gpus", "exit_code", "started", "ended", "e
                "cancel_requested"}
 
 
+def blocking(runs: list[dict]) -> dict[str, str | None]:
+    """For each waiting run whose blocked-ness changes: the reason it is blocked
+    now (a dependency ended without finishing, or is blocked itself), or None
+    if it may run again."""
+    by_id = {r["id"]: r for r in runs}
+    reasons: dict[str, str | None] = {}
+
+    def reason(run: dict, seen: frozenset) -> str | None:
+        if run["id"] in reasons:
+            return reasons[run["id"]]
+        for dep_id in run.get("depends_on") or []:
+            dep = by_id.get(dep_id)
+            if dep is None or dep_id in seen:
+                continue
+            name = f"{dep.get('name', dep_id)} ({dep_id})"
+            if dep["state"] in protocol.ENDED_STATES - {protocol.FINISHED}:
+                ended = {protocol.FAILED_STATE: "failed"}.get(dep["state"], f"was {dep['state']}")
+                return f"waits for {name}, which {ended}; resume or retry it"
+            if dep["state"] in protocol.WAITING_STATES and reason(dep, seen | {run["id"]}):
+                return f"waits for {name}, which is blocked"
+        return None
+
+    changes = {}
+    for run in runs:
+        if run["state"] in protocol.WAITING_STATES:
+            reasons[run["id"]] = why = reason(run, frozenset())
+            if (why is not None) != (run["state"] == protocol.BLOCKED) or (why and why != run.get("error")):
+                changes[run["id"]] = why
+    return changes
+
+
 def cancel(store: RunStore, run_id: str) -> str:
     """Queued runs are cancelled at once; running ones get SIGTERM (the supervisor
     sends SIGKILL after the grace period). Returns what happened."""
     with store.locked():
         run = store.get(run_id)
         state = run["state"]
-        if state == protocol.QUEUED:
+        if state in protocol.WAITING_STATES:
             set_state(store, run_id, protocol.CANCELLED_STATE, ended=time.time())
             return "cancelled (it had not started)"
         if state not in protocol.ACTIVE_STATES:
@@ -191,6 +222,8 @@ def requeue(store: RunStore, run_id: str, resume: bool) -> int:
     from the last checkpoint; otherwise the old attempt's files move to attempts/N/."""
     with store.locked():
         run = store.get(run_id)
+        if run["state"] == protocol.BLOCKED:
+            raise StoreError(f"Run {run_id} is blocked: it {run.get('error') or 'waits for a failed run'}.")
         if run["state"] not in protocol.ENDED_STATES:
             raise StoreError(f"Run {run_id} is {run['state']}; only ended runs can be "
                              f"{'resumed' if resume else 'retried'}.")

@@ -11,24 +11,32 @@ the app or losing SSH stops neither them nor the supervisor.
 from __future__ import annotations
 
 import argparse
+import logging
+import logging.handlers
 import os
 import signal
 import subprocess
 import sys
 import time
 import tomllib
-import traceback
 from dataclasses import dataclass, field
 
+import psutil
 from filelock import FileLock, Timeout
 
 from runners import kinds, protocol
 from synthgap_tui import launchers
 from synthgap_tui.errors import UserError
-from synthgap_tui.runs import read_status, resolve_artifacts, set_state
+from synthgap_tui.runs import blocking, read_status, resolve_artifacts, set_state
 from synthgap_tui.store import RunStore
 from synthgap_tui.summaries import fold_events
 from synthgap_tui.workspace import Workspace
+
+
+log = logging.getLogger("synthgap.supervisor")
+PID_FILE = "supervisor.pid"
+CRASH_FILE = "supervisor.stderr"
+LOG_BYTES = 5 * 2**20  # then supervisor.log.1 .. .3
 
 
 @dataclass
@@ -100,6 +108,9 @@ class Supervisor:
                 self._settle(run, exit_code)
                 changes.pop(run["id"], None)
         self.store.update_many(changes)
+        for run_id, why in blocking(self.store.list()).items():
+            set_state(self.store, run_id, protocol.BLOCKED if why else protocol.QUEUED, error=why)
+            log.info(f"{run_id} " + (f"blocked: {why}" if why else "unblocked"))
         runs = {r["id"]: r for r in self.store.list()}
         self._launch_ready(runs)
         now = self.store.list()
@@ -136,14 +147,14 @@ class Supervisor:
                              if exit_code is not None else "runner process vanished without a final event")
         fold.setdefault("ended", time.time())
         set_state(self.store, run_id, state, exit_code=exit_code, **fold)
-        self._log(f"{run_id} {run.get('name')} -> {state}")
+        log.info(f"{run_id} {run.get('name')} -> {state}")
 
     def _escalate_cancel(self, run: dict, status: dict) -> None:
         asked = run.get("cancel_requested")
         if asked and time.time() - asked > self.config.grace_seconds:
             launcher, handle = launchers.of_status(status)
             if launcher.kill(handle):
-                self._log(f"{run['id']} did not stop within {self.config.grace_seconds:.0f}s: killed")
+                log.info(f"{run['id']} did not stop within {self.config.grace_seconds:.0f}s: killed")
 
     # -- launching ------------------------------------------------------------
     def _ready(self, runs) -> list[dict]:
@@ -198,7 +209,7 @@ class Supervisor:
             command = self.config.command(run["kind"])
         except (UserError, KeyError) as e:
             set_state(self.store, run_id, protocol.FAILED_STATE, ended=time.time(), error=str(e))
-            self._log(f"{run_id} {run.get('name')} not started: {e}")
+            log.info(f"{run_id} {run.get('name')} not started: {e}")
             return
         if resolved != spec:
             protocol.write_json_atomic(spec_path, resolved)
@@ -213,7 +224,7 @@ class Supervisor:
             run_dir=run_dir, devices=devices))
         set_state(self.store, run_id, protocol.STARTING, launcher=self.launcher.name, handle=handle,
                   gpus=devices, started=time.time(), attempt=status.get("attempt", 1))
-        self._log(f"{run_id} {run.get('name')} launched on {devices or 'cpu'}: "
+        log.info(f"{run_id} {run.get('name')} launched on {devices or 'cpu'}: "
                   f"{self.launcher.describe(handle)}")
 
     # -- main loop ------------------------------------------------------------
@@ -225,13 +236,14 @@ class Supervisor:
             return 0  # another supervisor owns this workspace
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        self._log(f"supervisor {os.getpid()} up; gpus {self.gpus or 'none (cpu)'}")
+        protocol.write_text_atomic(self.ws.root / PID_FILE, str(os.getpid()))
+        log.info(f"supervisor {os.getpid()} up; gpus {self.gpus or 'none (cpu)'}")
         try:
             while not self.stopping:
                 try:
                     busy = self.tick()
                 except Exception:  # a bad run must not stop the queue for everyone
-                    self._log("error in supervisor pass:\n" + traceback.format_exc())
+                    log.exception("error in supervisor pass")
                     busy = True
                 if not busy:
                     # Re-check under the index lock and let go of the supervisor
@@ -240,20 +252,21 @@ class Supervisor:
                     with self.store.locked():
                         if not self.tick():
                             lock.release()
-                            self._log("queue empty; supervisor exits")
+                            blocked = len(self.store.list(state=protocol.BLOCKED))
+                            log.info("nothing can run" + (f"; {blocked} run(s) blocked behind runs that "
+                                      "did not finish (resume or retry those)" if blocked else "")
+                                      + "; supervisor exits")
                             return 0
                 time.sleep(self.config.poll_seconds)
         finally:
             if lock.is_locked:
                 lock.release()
-        self._log("supervisor stopped by SIGTERM; runs keep going")
+        log.info("supervisor stopped by SIGTERM; runs keep going")
         return 0
 
     def _stop(self, *_):
         self.stopping = True
 
-    def _log(self, msg: str) -> None:
-        print(time.strftime("%Y-%m-%d %H:%M:%S"), msg, flush=True)
 
 
 def is_running(ws: Workspace) -> bool:
@@ -271,10 +284,31 @@ def ensure_supervisor(ws: Workspace) -> bool:
     if is_running(ws):
         return False
     ws.ensure()
-    with open(ws.supervisor_log, "ab") as log:
+    # The log rotates (logging); what a crash prints before logging is set up goes here.
+    with open(ws.root / CRASH_FILE, "ab") as out:
         subprocess.Popen([sys.executable, "-m", "synthgap_tui.supervisor", "--workspace", str(ws.root)],
-                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                          start_new_session=True, close_fds=True)
+    return True
+
+
+def stop_supervisor(ws: Workspace, timeout: float = 15.0) -> bool:
+    """SIGTERM to the workspace's supervisor (its runs keep going). True if one was stopped."""
+    if not is_running(ws):
+        return False
+    try:
+        proc = psutil.Process(int((ws.root / PID_FILE).read_text()))
+        if "synthgap_tui.supervisor" not in " ".join(proc.cmdline()):
+            raise psutil.NoSuchProcess(proc.pid)
+        proc.terminate()
+    except (OSError, ValueError, psutil.Error):
+        raise UserError(f"a supervisor holds {ws.supervisor_lock} but its process is not known "
+                        f"(no {PID_FILE}); stop it by hand") from None
+    deadline = time.time() + timeout
+    while is_running(ws):
+        if time.time() > deadline:
+            raise UserError(f"the supervisor (pid {proc.pid}) did not stop within {timeout:.0f}s")
+        time.sleep(0.1)
     return True
 
 
@@ -282,7 +316,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="SynthGap supervisor (started by submit and the app)")
     parser.add_argument("--workspace", required=True)
     args = parser.parse_args(argv)
-    return Supervisor(Workspace.at(args.workspace)).serve()
+    ws = Workspace.at(args.workspace)
+    handler = logging.handlers.RotatingFileHandler(ws.supervisor_log, maxBytes=LOG_BYTES, backupCount=3)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    return Supervisor(ws).serve()
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 import os
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -6,10 +7,11 @@ from pathlib import Path
 import psutil
 
 from conftest import PYTHON, subprocess_env
-from supervised import fake_log, make_workspace, spec_text, states, wait_for, env_for
+from supervised import env_for, fake_log, make_workspace, pid_alive, spec_text, states, wait_for
 from runners import protocol
 from synthgap_tui.store import RunStore
 from synthgap_tui.supervisor import is_running
+from synthgap_tui.workspace import Workspace
 
 CHAIN = """
 [runs.gen]
@@ -167,3 +169,36 @@ def test_failed_run_and_retry_moves_old_attempt_aside(tmp_path):
     assert (ws / "runs" / run_id / "attempts" / "1" / "events.jsonl").exists()
     logs = cli(ws, "logs", "bad", "--events", env=env)
     assert '"type":"failed"' in logs.stdout
+
+
+def test_failed_upstream_blocks_dependents_until_it_is_retried(tmp_path):
+    ws = make_workspace(tmp_path)
+    env, log = submit(ws, tmp_path, CHAIN.replace("images_per_class = 3", 'images_per_class = 3\nnotes = "fail-once"'),
+                      step_s=0.05)
+    wait_for(lambda: states(ws) == {"gen": "failed", "pretrain": "blocked", "freeze": "blocked"}, what="blocked")
+    runs = {r["name"]: r for r in RunStore(ws).list()}
+    assert f"waits for gen ({runs['gen']['id']}), which failed" in runs["pretrain"]["error"]
+    assert "waits for pretrain" in runs["freeze"]["error"] and "blocked" in runs["freeze"]["error"]
+    assert protocol.read_json(ws / "runs" / runs["pretrain"]["id"] / "status.json")["state"] == "blocked"
+    listing = cli(ws, "ls", env=env).stdout
+    assert re.search(r"pretrain\s+blocked", listing)
+    wait_for(lambda: not is_running(Workspace(ws)), what="the supervisor gives up on blocked runs")
+    assert "2 run(s) blocked" in (ws / "supervisor.log").read_text()
+    # Retrying the upstream run (and a name that matches nothing) unblocks the chain.
+    again = cli(ws, "retry", "gen", "nope", env=env)
+    assert again.returncode == 1 and "nope" in again.stderr and "queued again" in again.stdout
+    wait_for(lambda: set(states(ws).values()) == {"finished"}, timeout=60, what="the chain finished")
+
+
+def test_supervisor_stop_leaves_runs_going(tmp_path):
+    ws = make_workspace(tmp_path)
+    env, log = submit(ws, tmp_path, TRAIN.format(epochs=40, seeds="[1]"), step_s=0.1)
+    store = RunStore(ws)
+    wait_for(lambda: store.list(state="running"), what="running")
+    pid = protocol.read_json(ws / "runs" / store.list()[0]["id"] / "status.json")["handle"]["pid"]
+    out = cli(ws, "supervisor", "stop", env=env)
+    assert out.returncode == 0 and "stopped" in out.stdout
+    assert not is_running(Workspace(ws)) and pid_alive(pid)
+    assert "supervisor was not running" in cli(ws, "supervisor", "stop", env=env).stdout
+    assert cli(ws, "supervisor", "start", env=env).returncode == 0  # adopts the run
+    wait_for(lambda: store.list()[0]["state"] == "finished", timeout=60, what="finished")

@@ -104,6 +104,7 @@ def start(ws: Workspace, quick: bool = False) -> tuple[list[str], bool]:
 
 
 def wait(ws: Workspace, ids: list[str], on_tick=None, poll: float = 2.0) -> list[dict]:
+    """Until every run has ended or is blocked behind one that did not finish."""
     from synthgap_tui.store import RunStore
 
     store = RunStore(ws)
@@ -111,20 +112,6 @@ def wait(ws: Workspace, ids: list[str], on_tick=None, poll: float = 2.0) -> list
         runs = [store.get(i) for i in ids]
         if on_tick:
             on_tick(runs)
-        if all(r["state"] in protocol.ENDED_STATES for r in runs) or \
-                all(r["state"] in protocol.ENDED_STATES or _blocked(r, runs) for r in runs):
+        if all(r["state"] in protocol.ENDED_STATES | {protocol.BLOCKED} for r in runs):
             return runs
         time.sleep(poll)
-
-
-def _blocked(run: dict, runs: list[dict]) -> bool:
-    """Queued behind a dependency that ended without finishing (or is itself
-    blocked): it will not start until that one is resumed."""
-    by_id = {r["id"]: r for r in runs}
-    if run["state"] != protocol.QUEUED:
-        return False
-    for d in run.get("depends_on") or []:
-        dep = by_id.get(d)
-        if dep and (dep["state"] in protocol.ENDED_STATES - {protocol.FINISHED} or _blocked(dep, runs)):
-            return True
-    return False
