@@ -18,14 +18,28 @@ from synthgap_tui.store import RunStore
 from synthgap_tui.workspace import Workspace
 
 
-def _store(args) -> RunStore:
-    return RunStore(Workspace.at(args.workspace))
+def _workspace(args, create: bool = False) -> Workspace:
+    """The workspace a command works on. Only commands that write create one,
+    and say so: a mistyped -w path is an error, not a new empty workspace."""
+    ws = Workspace.at(args.workspace)
+    if not ws.root.is_dir():
+        if not create:
+            raise UserError(f"no workspace at {ws.root}: `synthgap submit` or `synthgap demo` creates one; "
+                            "-w DIR or $SYNTHGAP_HOME picks another")
+        ws.ensure()
+        print(f"synthgap: created the workspace {ws.root}", file=sys.stderr)
+    return ws
+
+
+def _store(args, create: bool = False) -> RunStore:
+    return RunStore(_workspace(args, create))
 
 
 def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    # In a pipe, lines are not folded at 80 columns: scripts get whole lines.
+    return Console(stderr=stderr, highlight=False, soft_wrap=not (sys.stderr if stderr else sys.stdout).isatty())
 
 
 def _print_json(data) -> None:
@@ -58,15 +72,21 @@ def _print_table(header: list[str], rows: list[list[str]], title: str | None = N
 
 # -- ls / show ----------------------------------------------------------------
 def cmd_ls(args) -> int:
-    runs = _store(args).list(state=args.status, kind=args.kind, experiment=args.experiment)
+    store = _store(args)
+    runs = store.list(state=args.status, kind=args.kind, experiment=args.experiment)
     if args.json:
         _print_json(runs)
         return 0
     from synthgap_tui import formatting as fm
 
     if not runs:
-        _console().print("No runs yet. Submit an experiment with `synthgap submit SPEC.toml` "
-                         "or try `synthgap demo`.")
+        filters = [f"--{k} {v}" for k, v in (("status", args.status), ("kind", args.kind),
+                                            ("experiment", args.experiment)) if v]
+        if filters and store.list():
+            _console().print(f"No run matches {' '.join(filters)}.", markup=False)
+        else:
+            _console().print("No runs yet. Submit an experiment with `synthgap submit SPEC.toml` "
+                             "or try `synthgap demo`.", markup=False)
         return 0
     rows = [[r["id"], r.get("name", "-"), r["state"], fm.fmt_progress(r), fm.fmt_top1(r), r.get("kind", "-"),
              r.get("experiment", "-"), fm.fmt_gpus(r), fm.fmt_time(r.get("started")),
@@ -138,19 +158,21 @@ def cmd_show(args) -> int:
 def cmd_db_rebuild(args) -> int:
     store = _store(args)
     n = store.rebuild()
-    _console().print(f"Rebuilt {store.path} from {n} run director{'y' if n == 1 else 'ies'}.")
+    _console().print(f"Rebuilt {store.path} from {n} run director{'y' if n == 1 else 'ies'}.", markup=False)
     return 0
 
 
 # -- doctor -------------------------------------------------------------------
 def cmd_doctor(args) -> int:
+    from rich.markup import escape
+
     from synthgap_tui.doctor import run_checks
 
     console = _console()
     failures = 0
     for check in run_checks(Workspace.at(args.workspace)):
         style = {"OK": "green", "WARN": "yellow", "FAIL": "red"}[check.level]
-        console.print(f"[{style}]{check.level:<4}[/] {check.name:<12} {check.message}")
+        console.print(f"[{style}]{check.level:<4}[/] {check.name:<12} {escape(check.message)}")
         failures += check.level == "FAIL"
     return 1 if failures else 0
 
@@ -162,13 +184,13 @@ def cmd_submit(args) -> int:
     from synthgap_tui.specs import load_spec
     from synthgap_tui.supervisor import ensure_supervisor
 
-    store = _store(args)
     try:
         exp = load_spec(args.spec)
-        if args.dry_run:
-            specs, missing = lifecycle.plan(exp, store.workspace)
+        if args.dry_run:  # writes nothing: the workspace need not exist
+            specs, missing = lifecycle.plan(exp, Workspace.at(args.workspace))
             _print_plan(exp, specs, missing, as_json=args.json)
             return 0
+        store = _store(args, create=True)
         ids = lifecycle.submit(exp, store, spec_text=Path(args.spec).read_text())
     except SpecError as e:
         raise UserError(f"the spec has {len(e.problems)} problem(s):\n  " + "\n  ".join(e.problems))
@@ -207,6 +229,8 @@ def _print_plan(exp, specs: dict, warnings: list[str], as_json: bool) -> None:
 
 
 def cmd_presets(args) -> int:
+    from rich.markup import escape
+
     from synthgap_tui.presets import list_presets, preset_path
 
     if not args.name:
@@ -216,7 +240,7 @@ def cmd_presets(args) -> int:
         else:
             console = _console()
             for p in presets:
-                console.print(f"[bold]{p.name:<26}[/] {p.title}")
+                console.print(f"[bold]{p.name:<26}[/] {escape(p.title)}")
             console.print("[dim]`synthgap presets NAME --out my.toml` copies one to edit.[/]")
         return 0
     text = preset_path(args.name).read_text()
@@ -225,34 +249,54 @@ def cmd_presets(args) -> int:
         if out.exists() and not args.force:
             raise UserError(f"{out} exists; pass --force to overwrite it")
         out.write_text(text)
-        _console().print(f"Wrote {out}; edit its [datasets] paths, then `synthgap submit {out}`.")
+        _console().print(f"Wrote {out}; edit its [datasets] paths, then `synthgap submit {out}`.", markup=False)
     else:
         sys.stdout.write(text)
     return 0
 
 
+def _each_run(args, act) -> int:
+    """``act(store, run_id)`` for every named run: one failing does not stop the
+    others; each outcome is printed; exit 1 if any failed."""
+    store = _store(args)
+    results = []
+    for ref in args.runs:
+        try:
+            run_id = store.resolve(ref)
+            results.append({"run": ref, "id": run_id, "ok": True, "message": act(store, run_id)})
+        except UserError as e:
+            results.append({"run": ref, "ok": False, "message": str(e)})
+    if args.json:
+        _print_json(results)
+    else:
+        for r in results:
+            line = f"{r.get('id', r['run'])}: {r['message']}"
+            (_console() if r["ok"] else _console(stderr=True)).print(line if r["ok"] else f"synthgap: {line}",
+                                                                     markup=False)
+    return 0 if all(r["ok"] for r in results) else 1
+
+
 def cmd_cancel(args) -> int:
     from synthgap_tui import runs as lifecycle
 
-    store = _store(args)
-    for ref in args.runs:
-        run_id = store.resolve(ref)
-        _console().print(f"{run_id}: {lifecycle.cancel(store, run_id)}")
-    return 0
+    return _each_run(args, lifecycle.cancel)
 
 
 def _requeue(args, resume: bool) -> int:
     from synthgap_tui import runs as lifecycle
     from synthgap_tui.supervisor import ensure_supervisor
 
-    store = _store(args)
-    for ref in args.runs:
-        run_id = store.resolve(ref)
+    queued = []
+
+    def act(store, run_id):
         attempt = lifecycle.requeue(store, run_id, resume=resume)
-        _console().print(f"{run_id}: queued again (attempt {attempt}"
-                         + (", from its last checkpoint)" if resume else ", from scratch)"))
-    ensure_supervisor(store.workspace)
-    return 0
+        queued.append(run_id)
+        return f"queued again (attempt {attempt}" + (", from its last checkpoint)" if resume else ", from scratch)")
+
+    code = _each_run(args, act)
+    if queued:  # the runs that could be queued start, whatever happened to the others
+        ensure_supervisor(_workspace(args))
+    return code
 
 
 def cmd_resume(args) -> int:
@@ -288,12 +332,16 @@ def cmd_logs(args) -> int:
 
 
 def cmd_supervisor(args) -> int:
-    from synthgap_tui.supervisor import ensure_supervisor, is_running
+    from synthgap_tui.supervisor import ensure_supervisor, is_running, stop_supervisor
 
-    ws = Workspace.at(args.workspace)
+    ws = _workspace(args)
     if args.action == "start":
         started = ensure_supervisor(ws)
         _console().print("supervisor started" if started else "supervisor already running")
+    elif args.action == "stop":
+        stopped = stop_supervisor(ws)
+        _console().print("supervisor stopped; runs keep going and a submit starts it again" if stopped
+                         else "supervisor was not running")
     else:
         _console().print("running" if is_running(ws) else "not running (it starts with the next submit)")
     return 0
@@ -312,7 +360,8 @@ def cmd_demo(args) -> int:
     except demo.DemoError as e:
         raise UserError(str(e))
     console = _console()
-    console.print(f"{'Submitted' if fresh else 'Reusing'} the demo experiment ({len(ids)} runs) in {ws.root}")
+    console.print(f"{'Submitted' if fresh else 'Reusing'} the demo experiment ({len(ids)} runs) in {ws.root}",
+                  markup=False)
     if not args.no_tui:
         from synthgap_tui.app import create_app
 
@@ -371,7 +420,7 @@ def cmd_export(args) -> int:
         _print_json([str(p) for p in written])
     else:
         _print_results(store.workspace, records, title=args.experiment or "runs")
-        _console().print(f"wrote {len(written)} files to {out}")
+        _console().print(f"wrote {len(written)} files to {out}", markup=False)
     return 0
 
 
@@ -379,7 +428,7 @@ def cmd_export(args) -> int:
 def cmd_tui(args) -> int:
     from synthgap_tui.app import create_app
 
-    create_app(Workspace.at(args.workspace)).run()
+    create_app(_workspace(args, create=True)).run()
     return 0
 
 
@@ -405,10 +454,20 @@ def cmd_kinds(args) -> int:
         _console().print("[dim]`synthgap kinds NAME` lists a kind's fields.[/]")
         return 0
     for name, kind in chosen.items():
-        _console().print(f"[bold]{name}[/]: {kind.help}\nrunner: python -m {kind.runner}; produces: "
-                         + (", ".join(f"{a} ({what})" for a, what in kind.artifacts.items()) or "nothing"))
+        _console().print(f"{name}: {kind.help}\nrunner: python -m {kind.runner}; produces: "
+                         + (", ".join(f"{a} ({what})" for a, what in kind.artifacts.items()) or "nothing"),
+                         markup=False)
         _print_table(["field", "default", "allowed", "help"], kind_rows(kind), keep=1)
     return 0
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("synthgap")
+    except PackageNotFoundError:
+        return "(not installed)"
 
 
 class _Subcommands(argparse._SubParsersAction):
@@ -430,6 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--workspace", "-w", metavar="DIR",
                         help="workspace folder (default: $SYNTHGAP_HOME or ~/.synthgap)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.set_defaults(func=cmd_tui)
     parser.register("action", "parsers", _Subcommands)
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
@@ -473,6 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
             ("retry", cmd_retry, "run ended runs again from scratch (old files kept in attempts/)")):
         p = sub.add_parser(name, help=text)
         p.add_argument("runs", nargs="+", metavar="RUN")
+        p.add_argument("--json", action="store_true", help="print each run's outcome as JSON")
         p.set_defaults(func=func)
 
     p = sub.add_parser("logs", help="print a run's output")
@@ -482,7 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_logs)
 
     p = sub.add_parser("supervisor", help="the background process that runs the queue")
-    p.add_argument("action", choices=("status", "start"), nargs="?", default="status")
+    p.add_argument("action", choices=("status", "start", "stop"), nargs="?", default="status")
     p.set_defaults(func=cmd_supervisor)
 
     p = sub.add_parser("demo", help="the whole study on a CPU in minutes (workspace ~/.synthgap-demo)")
@@ -512,7 +573,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except UserError as e:
-        print(f"synthgap: {e}", file=sys.stderr)
+        if getattr(args, "json", False):
+            _print_json({"error": str(e)})
+        else:
+            print(f"synthgap: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

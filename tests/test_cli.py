@@ -39,10 +39,30 @@ def test_ls_json_filters_and_show(tmp_path, capsys):
     assert missing.returncode == 1 and "No run matches" in missing.stderr
 
 
-def test_ls_empty_workspace_uses_env_home(tmp_path):
+def test_a_missing_workspace_is_an_error_and_only_writers_create_one(tmp_path):
     out = run_cli("ls", "--json", env={"SYNTHGAP_HOME": tmp_path / "h"})
-    assert out.returncode == 0 and json.loads(out.stdout) == []
-    assert (tmp_path / "h" / "runs").is_dir()
+    assert out.returncode == 1 and "no workspace at" in json.loads(out.stdout)["error"]
+    assert not (tmp_path / "h").exists()  # a mistyped path is not created
+    spec = tmp_path / "s.toml"
+    spec.write_text('[experiment]\nname = "x"\n[runs.g]\nkind = "generate"\nmodel = "org/model"\n')
+    made = run_cli("submit", str(spec), env={"SYNTHGAP_HOME": tmp_path / "h", "PATH": "/usr/bin:/bin"})
+    assert f"created the workspace {tmp_path / 'h'}" in made.stderr and (tmp_path / "h" / "runs").is_dir()
+    assert json.loads(run_cli("ls", "--json", env={"SYNTHGAP_HOME": tmp_path / "h"}).stdout)[0]["name"] == "g"
+    nothing = run_cli("ls", "--status", "failed", env={"SYNTHGAP_HOME": tmp_path / "h"})
+    assert nothing.returncode == 0 and "No run matches --status failed." in nothing.stdout
+
+
+def test_exit_codes_json_errors_version_and_escaped_text(tmp_path):
+    ws = tmp_path / "ws"
+    RunStore(ws).create({"name": "a", "kind": "train", "state": "finished"})
+    missing = run_cli("show", "nope", "--json", ws=ws)
+    assert missing.returncode == 1 and "No run matches" in json.loads(missing.stdout)["error"]
+    assert run_cli("frobnicate", ws=ws).returncode == 2  # usage
+    assert run_cli("ls", "--status", "nonsense", ws=ws).returncode == 2
+    version = run_cli("--version")
+    assert version.returncode == 0 and version.stdout.startswith("synthgap ")
+    out = run_cli("presets", "mtg-baselines", "--out", str(tmp_path / "p.toml"), ws=ws)
+    assert "edit its [datasets] paths" in out.stdout  # not swallowed as rich markup
 
 
 class BrokenNvml:
