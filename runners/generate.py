@@ -113,6 +113,7 @@ class DemoBackend:
             raise RunnerError(f"the demo generator only does txt2img, not {cfg['mode']!r}")
         self.gen = ClassConditionalGenerator.load(folder, device=device)
         self.cfg = cfg
+        self.description = f"the demo's class-conditional generator ({folder})"
 
     def classes(self) -> list[dict]:
         return [{"id": c, "name": c, "definition": "", "hypernym": ""} for c in self.gen.classes]
@@ -131,6 +132,7 @@ class DemoBackend:
                 for a in arr]
 
 
+# The short names of the registry; any other value is a diffusers scheduler class.
 SCHEDULERS = {
     "ddim": ("DDIMScheduler", {}),
     "dpm-solver++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
@@ -138,25 +140,48 @@ SCHEDULERS = {
 }
 
 
+def scheduler_class(name: str):
+    """(diffusers scheduler class, extra config) for a short name or a class name."""
+    import diffusers
+
+    cls_name, extra = SCHEDULERS.get(name, (name, {}))
+    cls = getattr(diffusers, cls_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, diffusers.SchedulerMixin)):
+        known = sorted(n for n in dir(diffusers) if n.endswith("Scheduler") and n != "Scheduler")
+        raise RunnerError(f"scheduler {name!r} is not a diffusers scheduler; this diffusers has: {', '.join(known)}")
+    return cls, extra
+
+
 class DiffusersBackend:
-    """Stable Diffusion pipelines: txt2img, img2img, unCLIP variations."""
+    """Any text-to-image family diffusers' AutoPipeline knows (Stable Diffusion,
+    SDXL, ...) for txt2img and img2img; Stable unCLIP for image variations."""
 
     def __init__(self, model: str, cfg: dict, device: torch.device):
         import diffusers
 
-        cls = {"txt2img": diffusers.StableDiffusionPipeline, "img2img": diffusers.StableDiffusionImg2ImgPipeline,
+        cls = {"txt2img": diffusers.AutoPipelineForText2Image, "img2img": diffusers.AutoPipelineForImage2Image,
                "variation": diffusers.StableUnCLIPImg2ImgPipeline}[cfg["mode"]]
         dtype = torch.float16 if device.type == "cuda" else torch.float32
+        load = {"torch_dtype": dtype, "variant": cfg.get("variant"), "revision": cfg.get("revision")}
+        if cfg["mode"] != "variation":
+            load.update(safety_checker=None, requires_safety_checker=False)
         try:
-            pipe = cls.from_pretrained(model, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False) \
-                if cfg["mode"] != "variation" else cls.from_pretrained(model, torch_dtype=dtype)
+            pipe = cls.from_pretrained(model, **{k: v for k, v in load.items() if v is not None})
         except (OSError, ValueError, EnvironmentError) as e:
-            raise RunnerError(f"cannot load the model {model!r}: {e}") from None
+            raise RunnerError(f"cannot load the model {model!r}"
+                              + (f" (variant {cfg['variant']!r})" if cfg.get("variant") else "") + f": {e}") from None
         if cfg["scheduler"] != "default":
-            name, extra = SCHEDULERS[cfg["scheduler"]]
-            pipe.scheduler = getattr(diffusers, name).from_config(pipe.scheduler.config, **extra)
-        pipe = pipe.to(device)
+            scheduler, extra = scheduler_class(cfg["scheduler"])
+            pipe.scheduler = scheduler.from_config(pipe.scheduler.config, **extra)
+        if cfg["cpu_offload"] and device.type == "cuda":
+            try:
+                pipe.enable_model_cpu_offload(device=device)  # submodules move to the GPU only while they run
+            except ImportError as e:
+                raise RunnerError(f"cpu_offload needs the accelerate package ({e}): pip install accelerate") from None
+        else:
+            pipe = pipe.to(device)
         pipe.set_progress_bar_config(disable=True)
+        self.description = f"{type(pipe).__name__} with {type(pipe.scheduler).__name__}"
         if cfg["compile"]:
             pipe.unet = torch.compile(pipe.unet)
         self.pipe, self.cfg, self.device = pipe, cfg, device
@@ -212,6 +237,7 @@ def run(ctx: RunContext, args) -> dict:
         check_template(cfg["prompt"])
         classes = load_classes(cfg["classes"])
     backend = load_backend(cfg, device)
+    ctx.log(f"pipeline: {backend.description}")
     if demo:
         classes = backend.classes()
     out = ctx.run_dir / OUTPUT
@@ -240,6 +266,7 @@ def run(ctx: RunContext, args) -> dict:
             for it in batch:
                 manifest.write(json.dumps({"file": f"train/{it.filename(fmt)}", "class": it.class_id,
                                            "prompt": it.prompt, "seed": it.seed, "model": cfg["model"],
+                                           "revision": cfg.get("revision"), "variant": cfg.get("variant"),
                                            "mode": cfg["mode"], "scheduler": cfg["scheduler"],
                                            "steps": cfg["steps"], "guidance": cfg["guidance_scale"],
                                            "size": [cfg["width"], cfg["height"]], "source": it.source}) + "\n")

@@ -208,3 +208,19 @@ def test_sigterm_while_the_demo_generator_samples_ends_cancelled(tmp_path):
     assert proc.wait(timeout=60) == 143
     assert final(cut)["type"] == "cancelled"
     assert not files(cut)  # the interrupted batch is not kept
+
+
+def test_autopipeline_with_a_weights_variant_and_a_scheduler_by_class_name(tmp_path, classes):
+    model = build_tiny_sd(tmp_path / "models", variant="fp16")
+    assert list(model.rglob("*.fp16.safetensors")) and not list(model.rglob("*model.safetensors"))
+    r = make_gen_run(tmp_path, "v", model, classes, variant="fp16", revision="main",
+                     scheduler="EulerAncestralDiscreteScheduler")
+    assert run(r) == 0, final(r)
+    logs = [e["message"] for e in events(r) if e["type"] == "log"]
+    assert "pipeline: StableDiffusionPipeline with EulerAncestralDiscreteScheduler" in logs
+    manifest = json.loads((r / "data" / "manifest.jsonl").read_text().splitlines()[0])
+    assert manifest["variant"] == "fp16" and manifest["revision"] == "main"
+    plain = make_gen_run(tmp_path, "plain", model, classes)  # the folder has only the fp16 variant's files
+    assert run(plain) == 1 and "cannot load the model" in _error(plain)
+    bad = make_gen_run(tmp_path, "bad", model, classes, variant="fp16", scheduler="NoSuchScheduler")
+    assert run(bad) == 1 and "not a diffusers scheduler" in _error(bad) and "UniPCMultistepScheduler" in _error(bad)

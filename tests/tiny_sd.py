@@ -23,7 +23,7 @@ def tokenizer_files(folder: Path) -> tuple[Path, Path]:
     return vocab, merges
 
 
-def build_tiny_sd(folder: Path, seed: int = 0) -> Path:
+def build_tiny_sd(folder: Path, seed: int = 0, variant: str | None = None) -> Path:
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
@@ -49,5 +49,5 @@ def build_tiny_sd(folder: Path, seed: int = 0) -> Path:
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
     model = folder / "tiny-sd"
-    pipe.save_pretrained(model)
+    pipe.save_pretrained(model, variant=variant)
     return model

@@ -12,9 +12,16 @@ import re
 from runners import protocol
 from runners.kinds.base import Chart, Field, Kind, Metric, Problem, Ref
 
-# Scheduler names; runners/generate.py maps each to its diffusers class.
+# Short scheduler names (runners/generate.py maps each to its diffusers class);
+# any diffusers scheduler class name (e.g. "UniPCMultistepScheduler") works too.
 SCHEDULERS = ("default", "ddim", "dpm-solver++", "euler")
 MODES = ("txt2img", "img2img", "variation")
+
+
+def _scheduler(value: str) -> str | None:
+    if value in SCHEDULERS or re.fullmatch(r"[A-Z][A-Za-z0-9]*Scheduler", value):
+        return None
+    return f"is {value!r}; allowed: {', '.join(map(repr, SCHEDULERS))} or a diffusers scheduler class name"
 
 
 def _shard(value: str) -> str | None:
@@ -36,7 +43,11 @@ FIELDS = {
     "width": F(int, 512, "image width in pixels", min=8),
     "height": F(int, 384, "image height in pixels", min=8),
     "images_per_class": F(int, 1300, "images per class (txt2img)", min=1),
-    "scheduler": F(str, "default", "the sampler; default keeps the model's own", choices=SCHEDULERS),
+    "scheduler": F(str, "default", "the sampler: default keeps the model's own; a short name or any "
+                   "diffusers scheduler class", check=_scheduler),
+    "variant": F(str, help="weights variant to load, e.g. 'fp16' (half-precision files, half the download)"),
+    "revision": F(str, help="the model's revision (a hub branch, tag or commit), recorded with the run"),
+    "cpu_offload": F(bool, False, "keep submodules on the CPU until they run (CUDA; less GPU memory)"),
     "batch_size": F(int, 8, "images denoised together", min=1),
     "format": F(str, "jpg", "image file format", choices=("jpg", "png")),
     "source": F(str, help="the real images img2img and variation start from",
@@ -49,9 +60,13 @@ FIELDS = {
 
 
 def check(p: dict) -> list[Problem]:
+    out: list[Problem] = []
     if p.get("mode", "txt2img") != "txt2img" and "source" not in p:
-        return [("mode", f"{p['mode']!r} needs source (the real dataset to start from)")]
-    return []
+        out.append(("mode", f"{p['mode']!r} needs source (the real dataset to start from)"))
+    if p.get("gpus", 1) > 1:
+        out.append(("gpus", f"is {p['gpus']}; a generate run uses one GPU: split the images over several runs "
+                            f"with shard, e.g. [runs.NAME.sweep] shard = [\"0/{p['gpus']}\", \"1/{p['gpus']}\", ...]"))
+    return out
 
 
 KIND = Kind(
