@@ -85,13 +85,46 @@ def layer_param_counts(net: resnet.ResNet) -> list[int]:
     return [sum(p.numel() for _, m in g for p in m.parameters()) for g in layer_groups(net)]
 
 
-class Student(nn.Module):
-    """A ResNet whose layers 1..frozen run under no_grad with frozen parameters."""
+def build_named(arch: str, num_classes: int) -> nn.Module:
+    """A randomly initialised torchvision ('torchvision:NAME') or timm ('timm:NAME')
+    classifier: students outside the paper's layer numbering."""
+    import difflib
 
-    def __init__(self, net: resnet.ResNet, frozen: int = 0, frozen_bn: str = "frozen"):
+    source, _, name = arch.partition(":")
+    if source == "torchvision":
+        from torchvision import models
+
+        known = models.list_models(module=models)
+        if name not in known:
+            hint = difflib.get_close_matches(name, known, n=3)
+            raise ValueError(f"arch {arch!r}: torchvision has no classification model {name!r}"
+                             + (f" (did you mean {', '.join(hint)}?)" if hint else ""))
+        return models.get_model(name, weights=None, num_classes=num_classes)
+    import timm
+
+    if not timm.is_model(name):
+        hint = difflib.get_close_matches(name, timm.list_models(), n=3)
+        raise ValueError(f"arch {arch!r}: timm has no model {name!r}" + (f" (did you mean {', '.join(hint)}?)" if hint else ""))
+    return timm.create_model(name, pretrained=False, num_classes=num_classes)
+
+
+def classifier_of(net: nn.Module) -> nn.Module:
+    """The classification head: timm's get_classifier(), a ResNet's fc, else the last linear layer."""
+    if hasattr(net, "get_classifier"):
+        return net.get_classifier()
+    if isinstance(net, resnet.ResNet):
+        return net.fc
+    return [m for m in net.modules() if isinstance(m, nn.Linear)][-1]
+
+
+class Student(nn.Module):
+    """A classifier whose layers 1..frozen (the paper's numbering, ResNets only)
+    run under no_grad with frozen parameters; any other model runs whole."""
+
+    def __init__(self, net: nn.Module, frozen: int = 0, frozen_bn: str = "frozen"):
         super().__init__()
         self.net = net
-        self.groups = layer_groups(net)
+        self.groups = layer_groups(net) if isinstance(net, resnet.ResNet) else [[("net", net)]]
         if not 0 <= frozen < len(self.groups):
             raise ValueError(f"freeze_layers must be 0..{len(self.groups) - 1}, got {frozen}")
         self.frozen = frozen

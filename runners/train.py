@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import statistics
 import sys
 import time
@@ -22,15 +23,17 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from runners import protocol
+from runners.archs import BLOCKS
 from runners.augment import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
 from runners.data import (DataError, EpochSampler, ImageList, SeededImages, balanced_fraction,
                           channel_stats, check_same_classes, mix_seed, mix_weights, scan_folder)
 from runners.kinds.train import KIND
-from runners.layers import (Student, build_resnet, layer_prefixes, load_prefix, load_state_file,
-                            trainable_parameters)
+from runners.layers import (Student, build_named, build_resnet, classifier_of, layer_prefixes, load_prefix,
+                            load_state_file, trainable_parameters)
 from runners.runtime import (Cancelled, Device, RunContext, RunnerError, atomic_torch_save, run_main,
                              runner_args_parser)
 
+WEIGHTS_ENUM = re.compile(r"\w+_Weights\.\w+")
 LAST = "last.pt"
 MODEL = "model.pt"
 
@@ -203,14 +206,40 @@ def _world() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+def pretrained_state(weights: str) -> dict:
+    """A local weights file, or a torchvision weights enum ('ResNet50_Weights.IMAGENET1K_V2',
+    downloaded once into torch's cache, so only where the box is online)."""
+    if not WEIGHTS_ENUM.fullmatch(weights):
+        return load_state_file(weights, "weights")
+    from torchvision import models
+
+    try:
+        return models.get_weight(weights).get_state_dict(progress=False)
+    except (ValueError, KeyError, AttributeError):
+        raise RunnerError(f"weights {weights!r}: torchvision has no such weights enum") from None
+    except OSError as e:
+        raise RunnerError(f"weights {weights!r} must be downloaded and that failed ({e}); on an offline box "
+                          "give a local weights file") from None
+
+
 def build_student(cfg: dict, num_classes: int, ctx: RunContext) -> Student:
     torch.manual_seed(mix_seed("init", cfg["seed"]))
+    if cfg["arch"] not in BLOCKS:
+        try:
+            net = build_named(cfg["arch"], num_classes)
+        except ValueError as e:
+            raise RunnerError(str(e)) from None
+        if cfg.get("weights"):
+            state = pretrained_state(cfg["weights"])
+            head = {k for k, v in net.state_dict().items() if k not in state or state[k].shape != v.shape}
+            net.load_state_dict({k: v for k, v in state.items() if k not in head}, strict=False)
+            ctx.log(f"weights {cfg['weights']}: loaded all but {len(head)} tensors (the classifier)")
+        return Student(net)
     net = build_resnet(cfg["arch"], num_classes, small_input=cfg["small_input"], tau=cfg["tau"], width=cfg["width"])
     if cfg.get("weights"):
         # Every layer but the classifier must be in the file: a partial load would pass unnoticed.
         backbone = len(layer_prefixes(net)) - 1
-        keys = load_prefix(net, load_state_file(cfg["weights"], "weights"), backbone, reinit=False,
-                           source=cfg["weights"])
+        keys = load_prefix(net, pretrained_state(cfg["weights"]), backbone, reinit=False, source=cfg["weights"])
         ctx.log(f"weights {cfg['weights']}: loaded {len(keys)} tensors")
     n = cfg["freeze_layers"]
     if cfg.get("init_from_path") or cfg.get("init_from"):
@@ -245,7 +274,8 @@ def make_loader(images: list[ImageList], stage: Stage, cfg: dict, transform, bat
 def run_training(ctx: RunContext, args) -> dict:
     cfg = KIND.resolve(ctx.spec)
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    device = Device(amp=cfg["amp"], channels_last=cfg["channels_last"], local_rank=int(os.environ.get("LOCAL_RANK", 0)))
+    device = Device(amp=cfg["amp"], channels_last=cfg["channels_last"], local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+                    deterministic=cfg["deterministic"])
     stages = stages_of(cfg)
     if not cfg.get("eval_dir"):
         raise RunnerError("the spec names no evaluation data (eval)")
@@ -308,7 +338,7 @@ def run_training(ctx: RunContext, args) -> dict:
         stage = stages[s]
         loader, sampler = loaders[s]
         if stage.reinit_classifier and s > 0 and resume_state is None:
-            student.net.fc.reset_parameters()
+            classifier_of(student.net).reset_parameters()
             ctx.log(f"stage {s + 1}: classifier re-initialised")
         scaled_lr = stage.lr * cfg["batch_size"] / 256
         optimizer = torch.optim.SGD(param_groups(student, cfg["weight_decay"]), lr=scaled_lr,

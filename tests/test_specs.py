@@ -13,6 +13,18 @@ def expand(body: str, head: str = HEAD):
 
 MALFORMED = [
     # (spec body, text the message must contain)
+    ("[runs.a]\nkind = 'train'\ninit_from = 'x.pt'\nfreeze_layers = 4\ntrain = 'real'\neval = 'real'\n"
+     "arch = 'timm:vit_tiny_patch16_224'\ntau = 0.0",
+     "[runs.a] field 'freeze_layers': needs the paper's layer numbering, defined for resnet18, resnet34, resnet50; "
+     "timm:vit_tiny_patch16_224 has none"),
+    ("[runs.a]\nkind = 'train'\ntrain = 'real'\neval = 'real'\narch = 'torchvision:vit_b_16'",
+     "[runs.a] field 'tau': the cosine classifier (tau > 0) is built for resnet18"),
+    ("[runs.a]\nkind = 'train'\ntrain = 'real'\neval = 'real'\narch = 'vgg16'",
+     "[runs.a] field 'arch': is 'vgg16'; allowed: resnet18, resnet34, resnet50, 'torchvision:NAME' or 'timm:NAME'"),
+    ("[runs.g]\nkind = 'generate'\ngpus = 2", "[runs.g] field 'gpus': is 2; a generate run uses one GPU: split "
+     "the images over several runs with shard"),
+    ("[runs.g]\nkind = 'generate'\nscheduler = 'fast'", "[runs.g] field 'scheduler': is 'fast'; allowed: "
+     "'default', 'ddim', 'dpm-solver++', 'euler' or a diffusers scheduler class name"),
     ("[runs.a]\nkind = 'train'\ntrain = 'real'\neval = 'real'\nepochs = 'ten'",
      "spec.toml: [runs.a] field 'epochs': must be an integer, not str 'ten'"),
     ("[runs.a]\nkind = 'train'\ntrain = 'real'\neval = 'real'\nepoch = 10",

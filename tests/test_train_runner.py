@@ -246,3 +246,30 @@ def test_scan_folder_rejects_missing_folder(tmp_path):
 
     with pytest.raises(DataError, match="does not exist"):
         scan_folder(tmp_path / "nope")
+
+
+@pytest.mark.parametrize("arch", ["torchvision:mobilenet_v3_small", "timm:resnet10t"])
+def test_students_by_name_from_torchvision_and_timm_train_a_step(data, tmp_path, arch):
+    spec = {**TINY, "arch": arch, "tau": 0.0, "augment": "pytorch-example", "max_steps_per_epoch": 1}
+    for key in ("small_input",):  # a ResNet-only option
+        spec.pop(key)
+    r = make_run(tmp_path, "named", **spec, train_dir=str(data / "train"), eval_dir=str(data / "val"))
+    assert run(r) == 0, final(r)
+    start = next(e for e in events(r) if e["type"] == "start")
+    net = layers.build_named(arch, 3)
+    assert start["trainable_params"] == layers.trainable_parameters(net)  # the named model, whole
+    assert math.isfinite(final(r)["summary"]["train_loss_mean"])
+    bad = make_run(tmp_path, "typo", **{**spec, "arch": arch + "x"}, train_dir=str(data / "train"),
+                   eval_dir=str(data / "val"))
+    assert run(bad) == 1 and "has no" in _failed_error(bad) and "did you mean" in _failed_error(bad)
+
+
+def test_deterministic_switch_turns_on_deterministic_algorithms():
+    from runners.runtime import Device
+
+    assert not torch.are_deterministic_algorithms_enabled()
+    try:
+        Device(amp=False, deterministic=True)
+        assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)

@@ -20,7 +20,7 @@ FITYMI = {
     "warmup_epochs": 10, "min_lr": 1e-6, "weight_decay": 1e-4, "momentum": 0.9,
     "label_smoothing": 0.0, "tau": 0.1, "augment": "dino", "local_crops": 8, "image_size": 224,
     "local_size": 96, "normalization": "imagenet", "bn_eval_mode": "eval", "report_last": 5,
-    "amp": True, "channels_last": True, "compile": False, "workers": 8, "log_every": 20,
+    "amp": True, "channels_last": True, "compile": False, "deterministic": False, "workers": 8, "log_every": 20,
     "freeze_layers": 0, "frozen_bn": "frozen", "reinit": True, "fraction": 1.0, "mixup": 0.0,
 }
 PLAIN = {**FITYMI, "epochs": 90, "warmup_epochs": 0, "tau": 0.0, "augment": "pytorch-example"}
@@ -53,13 +53,22 @@ def _mix(value: list) -> str | None:
     return None
 
 
+def _arch(value: str) -> str | None:
+    source, sep, name = value.partition(":")
+    if value in ARCHS or (sep and source in ("torchvision", "timm") and name):
+        return None
+    return f"is {value!r}; allowed: {', '.join(ARCHS)}, 'torchvision:NAME' or 'timm:NAME'"
+
+
 F = Field
 FIELDS = {
     "recipe": F(str, "fitymi", "the defaults this run starts from", choices=tuple(RECIPES)),
-    "arch": F(str, FITYMI["arch"], "student architecture", choices=ARCHS),
+    "arch": F(str, FITYMI["arch"], "student: resnet18/34/50 (the paper's layer numbering), 'torchvision:NAME' "
+              "or 'timm:NAME' (any classification model, trained whole)", check=_arch),
     "small_input": F(bool, False, "3x3 stem without max-pool, for 32x32 images"),
     "width": F(int, 64, "base channels (64 = torchvision's ResNets)", min=4, max=256),
-    "weights": F(str, help="a local file of torchvision ResNet weights to start from", path="file"),
+    "weights": F(str, help="weights to start from: a local file, or a torchvision weights enum such as "
+                 "'ResNet50_Weights.IMAGENET1K_V2' (downloaded: online boxes only)", path="file"),
     "train": F(str, help="the training data", ref=DATA),
     "eval": F(str, help="the real data evaluated every epoch",
               ref=Ref(to="eval_dir", split="val", artifact="dataset")),
@@ -96,6 +105,8 @@ FIELDS = {
     "amp": F(bool, True, "mixed precision on CUDA (bf16 where supported)"),
     "channels_last": F(bool, True, "channels-last memory format on CUDA"),
     "compile": F(bool, False, "torch.compile the model"),
+    "deterministic": F(bool, False, "bit-reproducible on GPUs: cudnn.benchmark and TF32 off, deterministic "
+                       "algorithms (slower)"),
     "log_every": F(int, 20, "steps between train_step events", min=1),
     "max_steps_per_epoch": F(int, help="cap steps per epoch (smoke tests)", min=1),
 }
@@ -105,12 +116,27 @@ def check(p: dict) -> list[Problem]:
     out: list[Problem] = []
     arch = p.get("arch", FITYMI["arch"])
     n = p.get("freeze_layers", 0)
+    if arch not in ARCHS:  # a torchvision or timm model: no layer numbering, its own head
+        numbered = ", ".join(ARCHS)
+        if n or "init_from" in p:
+            out.append(("freeze_layers" if n else "init_from",
+                        f"needs the paper's layer numbering, defined for {numbered}; {arch} has none"))
+        if p.get("tau", _recipe(p)["tau"]) > 0:
+            out.append(("tau", f"the cosine classifier (tau > 0) is built for {numbered}; set tau = 0 "
+                               f"(or recipe = \"plain\") for {arch}"))
+        out += [(k, f"applies to {numbered} only") for k in ("small_input", "width") if k in p]
+        return out + _sources(p)
     top = num_layers(arch) - 1
     if n > top:
         out.append(("freeze_layers", f"is {n}; a {arch} has {top + 1} layers, so 0..{top} "
                                      f"({top} = linear probe)"))
     if n > 0 and "init_from" not in p:
         out.append(("freeze_layers", "needs init_from (the run or checkpoint to take the frozen layers from)"))
+    return out + _sources(p)
+
+
+def _sources(p: dict) -> list[Problem]:
+    out: list[Problem] = []
     sources = [k for k in ("train", "mix", "stages") if k in p]
     if len(sources) != 1:
         out.append((None, "needs exactly one of train, mix or stages"
