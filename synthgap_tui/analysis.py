@@ -191,17 +191,19 @@ def log_fit(xs: list[float], ys: list[float]) -> tuple[float, float] | None:
 
 
 def downsample(xs: list[float], ys: list[float], width: int) -> tuple[list[float], list[float]]:
-    """At most ``width`` points: the mean of each bucket (charts never need more)."""
+    """At most ``width`` points: the lowest and the highest point of each bucket,
+    in their order, so a loss spike stays visible (a mean would flatten it)."""
     n = len(xs)
-    if n <= width or width <= 0:
+    if n <= width or width < 2:
         return list(xs), list(ys)
-    out_x, out_y = [], []
-    for b in range(width):
-        lo, hi = b * n // width, (b + 1) * n // width
+    buckets = width // 2
+    keep: list[int] = []
+    for b in range(buckets):
+        lo, hi = b * n // buckets, (b + 1) * n // buckets
         if hi > lo:
-            out_x.append(sum(xs[lo:hi]) / (hi - lo))
-            out_y.append(sum(ys[lo:hi]) / (hi - lo))
-    return out_x, out_y
+            span = range(lo, hi)
+            keep += sorted({min(span, key=ys.__getitem__), max(span, key=ys.__getitem__)})
+    return [xs[i] for i in keep], [ys[i] for i in keep]
 
 
 # -- figures (matplotlib, Agg) ------------------------------------------------

@@ -39,6 +39,10 @@ class SynthGapApp(App):
         self.sub_title = str(workspace.root)
         self.index_notice_shown = False  # until the index reads again
 
+    def notify(self, message: str, *, markup: bool = False, **kwargs) -> None:
+        """Notices carry run names, paths and errors: text, not markup ('[datasets]', 'freeze[N=8]')."""
+        super().notify(message, markup=markup, **kwargs)
+
     # -- the run index, read from workers --------------------------------------
     def store_call(self, read: Callable[[], T], default: T | None = None) -> T | None:
         """``read()`` from a worker thread; on an index problem, tell the user
@@ -126,6 +130,23 @@ class SynthGapApp(App):
             self.screen.toggle_gpu_panel()
 
     # -- actions on runs (blocking work in workers) ----------------------------
+    def confirm_lifecycle(self, action: str, run_ids: list[str]) -> None:
+        """Act on runs; acting on several marked runs, or retrying (it moves the
+        old attempt aside), asks first."""
+        if not run_ids:
+            return
+        if action != "retry" and len(run_ids) == 1:
+            self.lifecycle_action(action, run_ids)
+            return
+        from synthgap_tui.screens.confirm import ConfirmScreen
+
+        what = {"cancel": "Cancel", "resume": "Resume", "retry": "Retry from scratch"}[action]
+        body = {"cancel": "Running runs get SIGTERM, save a checkpoint and stop; queued ones never start.",
+                "resume": "Each continues from its last checkpoint.",
+                "retry": "Each starts over; what the last attempt wrote moves to attempts/N/."}[action]
+        self.push_screen(ConfirmScreen(f"{what} {len(run_ids)} run{'s' if len(run_ids) > 1 else ''}?", body),
+                         lambda yes: self.lifecycle_action(action, run_ids) if yes else None)
+
     @work(thread=True, group="lifecycle")
     def lifecycle_action(self, action: str, run_ids: list[str]) -> None:
         from synthgap_tui import runs as lifecycle
@@ -135,7 +156,7 @@ class SynthGapApp(App):
             try:
                 if action == "cancel":
                     msg = lifecycle.cancel(self.store, run_id)
-                else:
+                else:  # resume or retry
                     attempt = lifecycle.requeue(self.store, run_id, resume=action == "resume")
                     ensure_supervisor(self.workspace)
                     msg = f"queued again (attempt {attempt})"

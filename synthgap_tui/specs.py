@@ -238,7 +238,7 @@ def ref_values(run: ExpandedRun) -> list[tuple[str, str, Ref | None]]:
     return out
 
 
-def _looks_like_path(value: str) -> bool:
+def looks_like_path(value: str) -> bool:
     return "/" in value or value.startswith(("~", ".")) or value.endswith((".pt", ".pth", ".safetensors"))
 
 
@@ -271,7 +271,7 @@ def _link(runs: list[ExpandedRun], datasets: dict, bad) -> None:
                 bad(where, f"names '{value}', which is not a run of this spec; runs: {', '.join(by_base)}")
             elif value in datasets and ref.split:
                 run.refs[path] = ("dataset", value)
-            elif ref.path and _looks_like_path(value):
+            elif ref.path and looks_like_path(value):
                 run.refs[path] = ("path", value)
             else:
                 options = ", ".join(list(datasets) + list(by_base)) or "none defined"

@@ -1,5 +1,6 @@
 """A regular (non-editable) install carries everything the tool reads at run time."""
 
+import shutil
 import subprocess
 import zipfile
 
@@ -13,8 +14,12 @@ SHIPPED = ["synthgap_tui/app.tcss", "synthgap_tui/demo/demo.toml", "synthgap_tui
 
 
 def test_the_wheel_holds_the_package_data_and_runs_from_its_own_files(tmp_path):
+    # Built from a copy: setuptools leaves build/ behind in the tree it builds.
+    source = tmp_path / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", "build", "*.egg-info", "__pycache__",
+                                                                ".pytest_cache"))
     build = subprocess.run([PYTHON, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                            str(tmp_path / "dist"), str(REPO)], capture_output=True, text=True)
+                            str(tmp_path / "dist"), str(source)], capture_output=True, text=True)
     assert build.returncode == 0, build.stderr[-2000:]
     wheel = next((tmp_path / "dist").glob("synthgap-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())

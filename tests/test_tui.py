@@ -11,6 +11,7 @@ from synthgap_tui.app import create_app
 from synthgap_tui.gpu import NvmlMonitor
 from synthgap_tui.screens.compare import CompareScreen
 from synthgap_tui.screens.compose import ComposeScreen
+from synthgap_tui.screens.confirm import ConfirmScreen
 from synthgap_tui.screens.run_detail import RunScreen
 from synthgap_tui.screens.runs import RunsScreen
 from synthgap_tui.store import RunStore
@@ -50,6 +51,10 @@ def test_runs_screen_filters_sorts_and_marks(fixture_ws):
             assert screen.query_one("#runs").row_count == 5
             await pilot.press("space", "down", "space")
             assert len(screen.marked) == 2
+            await pilot.press("k")  # cancelling several runs asks first
+            assert isinstance(app.screen, ConfirmScreen) and "Cancel 2 runs?" in app.screen.title_text
+            await pilot.press("escape")
+            assert app.screen is screen
             await pilot.press("s")
             assert screen.sort_index == 6  # from experiment (5) to the next column
     asyncio.run(go())
@@ -69,6 +74,15 @@ def test_run_screen_shows_history_of_a_finished_run(fixture_ws):
             assert screen.query_one("#chart-0").series["loss"][1][-1] == 2.0 - 0.1 * 5 - 0.01 * 4
             assert screen.query_one("#chart-1").series["top-1"][1][-1] == 87.8
             assert screen.query_one("#epochs").row_count == 6
+            # Any numeric field of the epoch events can be charted: f cycles through them.
+            assert screen.epoch_field == "top1"
+            await pilot.press("f")
+            assert screen.epoch_field == "top5"
+            assert screen.query_one("#chart-epoch-field").series["top5"][1][-1] == 100.0
+            await pilot.press("R")  # retry asks first; n keeps the run as it is
+            assert isinstance(app.screen, ConfirmScreen)
+            await pilot.press("n")
+            assert app.screen is screen and RunStore(fixture_ws).get(run["id"])["state"] == "finished"
             await pilot.press("escape")
             assert isinstance(app.screen, RunsScreen)
     asyncio.run(go())
@@ -99,8 +113,8 @@ def test_compose_screen_validates_inline(fixture_ws):
             editor.load_text('[experiment]\nname = "x"\n[runs.a]\nkind = "trian"\n')
             await wait_until(pilot, lambda: app.screen.problems and "trian" in app.screen.problems[0],
                              what="error shown")
-            editor.load_text('[experiment]\nname = "x"\n[runs.g]\nkind = "generate"\n[runs.g.sweep]\n'
-                             'guidance_scale = [1.0, 2.0]\n')
+            editor.load_text('[experiment]\nname = "x"\n[runs.g]  # the guidance ablation\nkind = "generate"\n'
+                             '# FITYMI uses 2.0\n[runs.g.sweep]\nguidance_scale = [1.0, 2.0]\n')
             await wait_until(pilot, lambda: not app.screen.problems, what="valid")
             assert app.screen.query_one("#compose-runs").row_count == 2
             assert "GPU hours" in str(app.screen.query_one("#compose-estimate").render())
@@ -120,10 +134,16 @@ def test_compose_screen_validates_inline(fixture_ws):
             await pilot.press("enter")
             await wait_until(pilot, lambda: not screen.problems, what="valid again")
             assert "steps = 25" in editor.text
+            # The form edits keep the user's comments.
+            assert "[runs.g]  # the guidance ablation" in editor.text and "# FITYMI uses 2.0" in editor.text
             editor.focus()
+            await pilot.press("escape")  # unsaved edits: leaving asks first
+            assert isinstance(app.screen, ConfirmScreen)
+            await pilot.press("n")
+            assert app.screen is screen
             await pilot.press("ctrl+s")
             assert list(fixture_ws.specs_dir.glob("*.toml"))
-            await pilot.press("escape")
+            await pilot.press("escape")  # saved: leaves at once
             assert isinstance(app.screen, RunsScreen)
     asyncio.run(go())
 

@@ -8,7 +8,8 @@ import time
 import tomllib
 from pathlib import Path
 
-import tomli_w
+import tomlkit
+import tomlkit.exceptions
 
 from rich.markup import escape
 from rich.text import Text
@@ -54,14 +55,14 @@ def estimate_hours(exp: Experiment, finished: list[dict]) -> str:
 
 class ComposeScreen(Screen):
     BINDINGS = [
-        Binding("escape", "app.pop_screen", "Back", priority=True),
+        Binding("escape", "leave", "Back", priority=True),
         Binding("ctrl+s", "save", "Save"),
         Binding("ctrl+g", "submit", "Submit"),
     ]
 
     def __init__(self, text: str = "", path: Path | None = None) -> None:
         super().__init__()
-        self.initial_text = text
+        self.initial_text = self.saved_text = text
         self.path = path
         self.exp: Experiment | None = None
         self.problems: list[str] = ["(not validated yet)"]
@@ -98,9 +99,10 @@ class ComposeScreen(Screen):
         try:
             text = path.read_text()
         except OSError as e:
-            self.notify(f"cannot read {path}: {e.strerror}", severity="error")
+            self.app.notify(f"cannot read {path}: {e.strerror}", severity="error")
             return
         self.path = path if path.parent == self.app.workspace.specs_dir else None
+        self.saved_text = text
         self.query_one(TextArea).load_text(text)
 
     @on(TextArea.Changed)
@@ -152,11 +154,22 @@ class ComposeScreen(Screen):
             self.path = self.app.workspace.specs_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{safe}.toml"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         protocol.write_text_atomic(self.path, text)
-        self.notify(f"saved {self.path}")
+        self.saved_text = text
+        self.app.notify(f"saved {self.path}")
+
+    def action_leave(self) -> None:
+        if self.query_one(TextArea).text == self.saved_text:
+            self.app.pop_screen()
+            return
+        from synthgap_tui.screens.confirm import ConfirmScreen
+
+        self.app.push_screen(ConfirmScreen("Leave the composer?", "Your edits are not saved (ctrl+s saves them "
+                                           "to specs/); leaving drops them.", yes="Leave (y)", no="Stay (n)"),
+                             lambda leave: self.app.pop_screen() if leave else None)
 
     def action_submit(self) -> None:
         if self.exp is None or self.problems:
-            self.notify("fix the spec first: " + (self.problems[0] if self.problems else ""), severity="error")
+            self.app.notify("fix the spec first: " + (self.problems[0] if self.problems else ""), severity="error")
             return
         self.app.submit_experiment(self.exp, self.query_one(TextArea).text)
 
@@ -197,7 +210,7 @@ class ComposeScreen(Screen):
                 classes="form-row"))
         await form.mount_all(rows)
         self.query_one("#form-title", Static).update(
-            f"[b]\\[runs.{escape(base)}][/b] {escape(kind.name)} fields · enter applies (the form rewrites the TOML without comments)")
+            f"[b]\\[runs.{escape(base)}][/b] {escape(kind.name)} fields · enter applies (comments are kept)")
         self.mark_field_problems()
 
     @on(Input.Submitted, ".form-input")
@@ -206,20 +219,20 @@ class ComposeScreen(Screen):
         or the text as a string; empty removes the field (its default applies)."""
         name = event.input.id.removeprefix("field-")
         text = event.value.strip()
-        try:
-            data = tomllib.loads(self.query_one(TextArea).text)
-        except tomllib.TOMLDecodeError as e:
-            self.notify(f"fix the TOML first: {e}", severity="error")
+        try:  # tomlkit keeps the user's comments and layout
+            doc = tomlkit.parse(self.query_one(TextArea).text)
+            run = doc["runs"][self.form_run]
+        except (tomlkit.exceptions.TOMLKitError, KeyError) as e:
+            self.app.notify(f"fix the TOML first: {e}", severity="error")
             return
-        run = data.setdefault("runs", {}).setdefault(self.form_run, {})
         if not text:
             run.pop(name, None)
         else:
             try:
-                run[name] = tomllib.loads(f"v = {text}")["v"]
-            except tomllib.TOMLDecodeError:
+                run[name] = tomlkit.parse(f"v = {text}")["v"]
+            except tomlkit.exceptions.TOMLKitError:
                 run[name] = text
-        self.query_one(TextArea).load_text(tomli_w.dumps(data))
+        self.query_one(TextArea).load_text(tomlkit.dumps(doc))
 
     def mark_field_problems(self) -> None:
         if not self.form_run:
@@ -232,4 +245,4 @@ class ComposeScreen(Screen):
 
 
 def _toml_value(value) -> str:
-    return tomli_w.dumps({"v": value})[4:].strip()
+    return tomlkit.item(value).as_string()

@@ -2,41 +2,20 @@
 
 from __future__ import annotations
 
-from rich.markup import escape
-from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
-from textual.widgets import Button, Static
+
+from synthgap_tui.screens.confirm import ConfirmScreen
 
 
-class IndexProblemScreen(ModalScreen[bool]):
+class IndexProblemScreen(ConfirmScreen):
     """Dismissed with True when the user asks for `synthgap db rebuild`."""
 
-    BINDINGS = [
-        Binding("r", "rebuild", "Rebuild the index"),
-        Binding("escape", "later", "Not now"),
-    ]
+    BINDINGS = [Binding("r", "answer(True)", "Rebuild the index")]
 
     def __init__(self, message: str) -> None:
-        super().__init__()
+        super().__init__(
+            "The run index cannot be read",
+            f"{message}\n\nRuns keep going and nothing in the run folders is lost: `synthgap db rebuild` "
+            "recreates the index from them. The app carries on once the index reads again.",
+            yes="Rebuild now (r)", no="Not now (esc)")
         self.message = message
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="index-problem"):
-            yield Static("[b]The run index cannot be read[/b]", id="index-problem-title")
-            yield Static(escape(self.message))
-            yield Static("Runs keep going and nothing in the run folders is lost: `synthgap db rebuild` "
-                         "recreates the index from them. The app carries on once the index reads again.")
-            with Horizontal(id="index-problem-buttons"):
-                yield Button("Rebuild now (r)", id="rebuild", variant="primary")
-                yield Button("Not now (esc)", id="later")
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "rebuild")
-
-    def action_rebuild(self) -> None:
-        self.dismiss(True)
-
-    def action_later(self) -> None:
-        self.dismiss(False)

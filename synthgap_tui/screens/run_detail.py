@@ -47,6 +47,8 @@ class RunScreen(Screen):
         Binding("escape", "app.pop_screen", "Back"),
         Binding("k", "cancel_run", "Cancel"),
         Binding("r", "resume_run", "Resume"),
+        Binding("R", "retry_run", "Retry"),
+        Binding("f", "next_epoch_field", "Epoch field"),
         Binding("l", "clone", "Clone to composer"),
         Binding("e", "export", "Export"),
     ]
@@ -59,6 +61,7 @@ class RunScreen(Screen):
         self.spec: dict = {}
         self.pending_steps = False
         self.last_chart_draw = 0.0
+        self.epoch_field: str | None = None  # charted on the Epochs tab; f picks another
 
     def compose(self) -> ComposeResult:
         self.spec = protocol.read_json(self.app.workspace.run_file(self.run_id, protocol.SPEC_FILE), {}) or {}
@@ -79,6 +82,7 @@ class RunScreen(Screen):
                 if not self.charts:
                     yield Static("This kind of run declares no charts.", classes="no-charts")
             with TabPane("Epochs", id="tab-epochs"):
+                yield LineChart("", "epoch", id="chart-epoch-field")
                 yield DataTable(id="epochs", cursor_type="row")
             with TabPane("Log", id="tab-log"):
                 yield Log(id="run-log", max_lines=2000)
@@ -169,8 +173,27 @@ class RunScreen(Screen):
                 series[f"GPU{idx} GiB"] = (xs[-len(mem):] if len(xs) >= len(mem) else list(range(len(mem))), mem)
         return series
 
+    def epoch_fields(self) -> list[str]:
+        """Numeric fields of the epoch events, in the order the runner reports them."""
+        return list(dict.fromkeys(k for e in self.history.epochs for k, v in e.items() if k not in
+                                  ("t", "type", "epoch") and isinstance(v, (int, float)) and not isinstance(v, bool)))
+
+    def action_next_epoch_field(self) -> None:
+        fields = self.epoch_fields()
+        if fields:
+            at = fields.index(self.epoch_field) + 1 if self.epoch_field in fields else 0
+            self.epoch_field = fields[at % len(fields)]
+            self.render_epochs()
+
     def render_epochs(self) -> None:
-        """Every field the runner reports in its epoch events, one column each."""
+        """Every field the runner reports in its epoch events: one column each, one charted."""
+        fields = self.epoch_fields()
+        if fields and self.epoch_field not in fields:
+            self.epoch_field = fields[0]
+        chart = self.query_one("#chart-epoch-field", LineChart)
+        if self.epoch_field:
+            chart.title = f"{self.epoch_field} per epoch  (f: next field)"
+            chart.set_series({self.epoch_field: self.history.series(protocol.EPOCH, "epoch", self.epoch_field)})
         table = self.query_one("#epochs", DataTable)
         keys = list(dict.fromkeys(k for e in self.history.epochs for k in e if k not in ("t", "type")))
         table.clear(columns=True)
@@ -183,6 +206,9 @@ class RunScreen(Screen):
 
     def action_resume_run(self) -> None:
         self.app.lifecycle_action("resume", [self.run_id])
+
+    def action_retry_run(self) -> None:
+        self.app.confirm_lifecycle("retry", [self.run_id])
 
     def action_clone(self) -> None:
         self.app.open_composer_for_run(self.run_id)

@@ -56,6 +56,7 @@ class RunsScreen(Screen):
         Binding("g", "app.toggle_gpu_panel", "GPUs"),
         Binding("k", "cancel_run", "Cancel"),
         Binding("r", "resume_run", "Resume"),
+        Binding("R", "retry_run", "Retry"),
     ]
 
     def __init__(self) -> None:
@@ -177,10 +178,13 @@ class RunsScreen(Screen):
         return sorted(self.marked) or ([current] if current else [])
 
     def action_cancel_run(self) -> None:
-        self.app.lifecycle_action("cancel", self._targets())
+        self.app.confirm_lifecycle("cancel", self._targets())
 
     def action_resume_run(self) -> None:
-        self.app.lifecycle_action("resume", self._targets())
+        self.app.confirm_lifecycle("resume", self._targets())
+
+    def action_retry_run(self) -> None:
+        self.app.confirm_lifecycle("retry", self._targets())
 
     @on(Input.Changed, "#filter")
     def filter_changed(self, event: Input.Changed) -> None:

@@ -1,0 +1,42 @@
+"""Result tables, the exported numbers and the charts' downsampling."""
+
+import csv
+
+from synthgap_tui import analysis
+from synthgap_tui.store import RunStore
+from tui_fixtures import build_workspace
+
+
+def test_downsampling_keeps_a_loss_spike_and_the_point_budget():
+    xs = list(range(10_000))
+    ys = [1.0] * 10_000
+    ys[6_543] = 9.5  # one bad step
+    ys[200] = 0.1
+    dx, dy = analysis.downsample(xs, ys, 80)
+    assert len(dx) <= 80 and 9.5 in dy and 0.1 in dy
+    assert dx == sorted(dx) and dx[dy.index(9.5)] == 6_543
+    assert analysis.downsample(xs[:50], ys[:50], 80) == (xs[:50], ys[:50])
+
+
+def test_results_csv_has_numbers_mean_and_std_columns_and_one_column_per_swept_key(tmp_path):
+    ws = build_workspace(tmp_path / "ws")
+    runs = analysis.load_runs(ws, RunStore(ws).list(experiment="layer-freeze"))
+    written = analysis.export(runs, tmp_path / "out", "layer-freeze")
+    assert tmp_path / "out" / "results.csv" in written
+    rows = list(csv.DictReader((tmp_path / "out" / "results.csv").open()))
+    assert {"run", "kind", "experiment", "freeze_layers", "top1_mean", "top1_std", "top5_mean",
+            "train_loss_mean"} <= set(rows[0])
+    row = next(r for r in rows if r["run"] == "freeze[freeze_layers=8]")
+    assert row["freeze_layers"] == "8" and abs(float(row["top1_mean"]) - 41.0) < 1e-9
+    assert float(row["top1_std"]) > 0
+    real = next(r for r in rows if r["run"] == "real-only")
+    assert real["freeze_layers"] == "" and abs(float(real["top1_mean"]) - 86.46) < 1e-9
+
+
+def test_the_log_fit_is_a_least_squares_line_in_ln_x():
+    import math
+
+    xs = [1.0, 0.5, 0.25, 0.125]
+    a, b = analysis.log_fit(xs, [80 + 3 * math.log(x) for x in xs])
+    assert abs(a - 3) < 1e-9 and abs(b - 80) < 1e-9
+    assert analysis.log_fit([1.0], [5.0]) is None
