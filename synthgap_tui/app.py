@@ -13,7 +13,7 @@ from textual.screen import Screen
 
 from synthgap_tui.gpu import NvmlMonitor
 from synthgap_tui.screens.runs import RunsScreen
-from synthgap_tui.errors import StoreCorrupt, StoreError
+from synthgap_tui.errors import StoreCorrupt, StoreError, UserError
 from synthgap_tui.store import RunStore
 from synthgap_tui.workspace import Workspace
 
@@ -164,6 +164,18 @@ class SynthGapApp(App):
             except StoreError as e:
                 self.call_from_thread(self.notify, str(e), severity="error")
 
+    @work(thread=True, group="supervisor")
+    def stop_supervisor(self) -> None:
+        from synthgap_tui.supervisor import stop_supervisor
+
+        try:
+            stopped = stop_supervisor(self.workspace)
+        except UserError as e:
+            self.call_from_thread(self.notify, str(e), severity="error", timeout=10)
+            return
+        self.call_from_thread(self.notify, "supervisor stopped; runs keep going" if stopped
+                              else "the supervisor was not running")
+
     @work(thread=True, group="submit")
     def submit_experiment(self, exp, text: str) -> None:
         from synthgap_tui import runs as lifecycle
@@ -212,6 +224,10 @@ class SynthGapApp(App):
                             self.action_compare_selected)
         yield SystemCommand("GPU panel", "Show or hide GPUs, CPU and RAM (g)", self.action_toggle_gpu_panel)
         yield SystemCommand("Screenshot", "Save an SVG of the screen to exports/ (F12)", self.action_save_screen)
+        yield SystemCommand("Rebuild the run index", "Recreate runs.json from the run folders (synthgap db rebuild)",
+                            self.rebuild_index)
+        yield SystemCommand("Stop the supervisor", "The queue stops moving; running runs keep going "
+                            "(synthgap supervisor stop)", self.stop_supervisor)
         from synthgap_tui.presets import list_presets
 
         for preset in list_presets():

@@ -273,3 +273,20 @@ def test_deterministic_switch_turns_on_deterministic_algorithms():
         assert torch.are_deterministic_algorithms_enabled()
     finally:
         torch.use_deterministic_algorithms(False)
+
+
+def test_weights_take_a_torchvision_enum_name(tmp_path):
+    from synthgap_tui import runs as lifecycle
+    from synthgap_tui.specs import parse_spec
+    from synthgap_tui.workspace import Workspace
+
+    with pytest.raises(train.RunnerError, match="no such weights enum"):
+        train.pretrained_state("ResNet50_Weights.NO_SUCH_TAG")
+    (tmp_path / "d" / "train").mkdir(parents=True)
+    (tmp_path / "d" / "val").mkdir()
+    exp = parse_spec('[experiment]\nname = "w"\n[datasets]\nreal = "d"\n[runs.a]\nkind = "train"\ntrain = "real"\n'
+                     'eval = "real"\nweights = "ResNet50_Weights.IMAGENET1K_V2"\n', base_dir=tmp_path)
+    assert lifecycle.plan(exp, Workspace(tmp_path / "ws"))[1] == []  # an enum is not a missing file
+    exp = parse_spec('[experiment]\nname = "w"\n[datasets]\nreal = "d"\n[runs.a]\nkind = "train"\ntrain = "real"\n'
+                     'eval = "real"\nweights = "/nope/r50.pth"\n', base_dir=tmp_path)
+    assert "file /nope/r50.pth does not exist" in lifecycle.plan(exp, Workspace(tmp_path / "ws"))[1][0]

@@ -249,3 +249,19 @@ def test_a_truncated_index_gets_a_calm_notice_and_a_rebuild(fixture_ws):
             await wait_until(pilot, lambda: not app.index_notice_shown, what="the app reading again")
             assert runs.query_one("#runs").row_count == 13
     asyncio.run(go())
+
+
+def test_palette_commands_rebuild_the_index_and_stop_the_supervisor(fixture_ws):
+    async def go():
+        app = app_for(fixture_ws)
+        async with app.run_test(size=(100, 30)) as pilot:
+            titles = [c.title for c in app.get_system_commands(app.screen)]
+            assert {"Rebuild the run index", "Stop the supervisor"} <= set(titles)
+            fixture_ws.index_path.unlink()
+            app.rebuild_index()
+            await wait_until(pilot, lambda: fixture_ws.index_path.exists(), what="index rebuilt")
+            assert len(RunStore(fixture_ws).list()) == 13
+            app.stop_supervisor()
+            await wait_until(pilot, lambda: any("not running" in n.message for n in app._notifications),
+                             what="told the supervisor was not running")
+    asyncio.run(go())
