@@ -77,22 +77,20 @@ def test_a_kind_added_through_the_registry_alone_runs_end_to_end(tmp_path, monke
     from synthgap_tui.app import create_app
     from synthgap_tui.gpu import NvmlMonitor
     from synthgap_tui.workspace import Workspace
+    from test_tui import wait_until
 
     async def go():
         app = create_app(Workspace(ws), gpu_monitor=NvmlMonitor(FakeNvml(count=0)), start_supervisor=False)
         async with app.run_test(size=(120, 40)) as pilot:
             table = app.screen.query_one("#runs")
-            while table.row_count < 2:
-                await pilot.pause(0.1)
+            await wait_until(pilot, lambda: table.row_count == 2, what="two runs listed")
             assert "toy" in [str(c) for c in table.get_row(runs["second"]["id"])]
             await pilot.press("c")
             compose = app.screen
             compose.query_one("#compose-editor").load_text(TOY_SPEC)
-            while compose.exp is None or compose.problems:
-                await pilot.pause(0.1)
+            await wait_until(pilot, lambda: compose.exp is not None and not compose.problems, what="valid")
             compose.query_one("#compose-runs").focus()
-            while compose.form_run is None:
-                await pilot.pause(0.1)
+            await wait_until(pilot, lambda: compose.query("#field-words"), what="the form mounted")
             # The form of [runs.first]: its values, the kind's defaults and help.
             assert compose.query_one("#field-words").value == "2"
             assert compose.query_one("#field-after").placeholder == "(not set)"
