@@ -18,9 +18,25 @@ from runners import kinds, protocol
 from runners.kinds import Metric
 from synthgap_tui.workspace import Workspace
 
-# Sweep keys whose values read better on a log axis, and get the paper's
-# least-squares fit top1 = a * log(x) + b (Mind the Gap, Fig. 3).
-LOG_KEYS = {"fraction"}
+# Sweep keys that get the paper's least-squares fit top-1 = a·ln(x) + b, and
+# what x is: Mind the Gap (Fig. 3, f(x) = -2.23 log(x) + 85.61) takes x as the
+# reduction factor of the real data (2, 4, 8, 16), i.e. 1 / fraction. These
+# keys read better on a log axis too.
+FIT_AXES = {"fraction": ("the reduction factor 1/fraction", lambda fraction: 1 / fraction)}
+LOG_KEYS = set(FIT_AXES)
+
+
+@dataclass(frozen=True)
+class Fit:
+    a: float
+    b: float
+    key: str  # the swept key; x is FIT_AXES[key] of its value
+
+    def at(self, value: float) -> float:
+        return self.a * math.log(FIT_AXES[self.key][1](value)) + self.b
+
+    def __str__(self) -> str:
+        return f"top-1 = {self.a:.2f}·ln(x) {'-' if self.b < 0 else '+'} {abs(self.b):.2f}, x = {FIT_AXES[self.key][0]}"
 
 
 @dataclass
@@ -135,7 +151,7 @@ class Sweep:
     key: str
     series: dict[str, list[tuple[float, float, float]]]  # base name -> [(x, top1 mean, std)]
     baselines: dict[str, float]  # run name -> top-1 mean
-    fits: dict[str, tuple[float, float]]  # base name -> (a, b) of a*log(x)+b
+    fits: dict[str, Fit]  # base name -> its fit
 
     @property
     def log_x(self) -> bool:
@@ -173,11 +189,11 @@ def find_sweep(runs: list[RunData], key: str | None = None) -> Sweep | None:
     for points in series.values():
         points.sort()
     fits = {}
-    if key in LOG_KEYS:
+    if key in FIT_AXES:
         for name, points in series.items():
-            fit = log_fit([p[0] for p in points], [p[1] for p in points])
+            fit = log_fit([FIT_AXES[key][1](p[0]) for p in points if p[0] > 0], [p[1] for p in points if p[0] > 0])
             if fit:
-                fits[name] = fit
+                fits[name] = Fit(*fit, key=key)
     return Sweep(key, series, baselines, fits)
 
 
@@ -223,10 +239,9 @@ def sweep_figure(sweep: Sweep, title: str):
         xs, ys, ss = zip(*points)
         ax.errorbar(xs, ys, yerr=ss, marker="o", capsize=3, label=name)
         if name in sweep.fits:
-            a, b = sweep.fits[name]
+            fit = sweep.fits[name]
             grid = [min(xs) * (max(xs) / min(xs)) ** (i / 50) for i in range(51)]
-            ax.plot(grid, [a * math.log(x) + b for x in grid], "--", alpha=0.7,
-                    label=f"{name}: {a:.2f} log(x) + {b:.2f}")
+            ax.plot(grid, [fit.at(x) for x in grid], "--", alpha=0.7, label=f"{name}: {fit}")
     for name, top1 in sweep.baselines.items():
         ax.axhline(top1, linestyle=":", label=name)
     if sweep.log_x:

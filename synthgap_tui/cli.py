@@ -396,8 +396,8 @@ def _print_results(ws: Workspace, records: list[dict], title: str) -> None:
     console = _console()
     sweep = analysis.find_sweep(data)
     if sweep:
-        for name, (a, b) in sweep.fits.items():
-            console.print(f"fit {escape(name)}: top-1 = {a:.2f}·log(fraction) + {b:.2f}", highlight=False)
+        for name, fit in sweep.fits.items():
+            console.print(f"fit {escape(name)}: {fit}", highlight=False, markup=False)
 
 
 def cmd_export(args) -> int:

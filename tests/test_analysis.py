@@ -40,3 +40,16 @@ def test_the_log_fit_is_a_least_squares_line_in_ln_x():
     a, b = analysis.log_fit(xs, [80 + 3 * math.log(x) for x in xs])
     assert abs(a - 3) < 1e-9 and abs(b - 80) < 1e-9
     assert analysis.log_fit([1.0], [5.0]) is None
+
+
+def test_the_data_reduction_fit_is_in_the_paper_s_convention(tmp_path):
+    """Mind the Gap, Fig. 3: f(x) = -2.23 log(x) + 85.61 with x the reduction factor."""
+    import math
+
+    runs = [analysis.RunData({"id": f"{i:010d}", "name": f"reduced[fraction={f}]", "kind": "train",
+                              "summary": {"top1_mean": 85.61 - 2.23 * math.log(1 / f), "top1_std": 0.1}},
+                             {"sweep": {"fraction": f}}) for i, f in enumerate([1.0, 0.5, 0.25, 0.125, 0.0625])]
+    fit = analysis.find_sweep(runs).fits["reduced"]
+    assert abs(fit.a + 2.23) < 1e-9 and abs(fit.b - 85.61) < 1e-9  # the paper's sign: accuracy falls with x
+    assert str(fit) == "top-1 = -2.23·ln(x) + 85.61, x = the reduction factor 1/fraction"
+    assert abs(fit.at(0.125) - (85.61 - 2.23 * math.log(8))) < 1e-9

@@ -3,7 +3,6 @@ fraction, with baselines and the log fit), and a table of mean ± std."""
 
 from __future__ import annotations
 
-import math
 
 from rich.text import Text
 from textual import work
@@ -84,13 +83,13 @@ class CompareScreen(Screen):
         chart.xlabel = sweep.key
         chart.log_x = sweep.log_x
         series = {name: ([p[0] for p in pts], [p[1] for p in pts]) for name, pts in sweep.series.items()}
-        for name, (a, b) in sweep.fits.items():
+        for name, fit in sweep.fits.items():
             xs = series[name][0]
             grid = [min(xs) * (max(xs) / min(xs)) ** (i / 20) for i in range(21)] if min(xs) > 0 else xs
-            series[f"fit {name}"] = (grid, [a * math.log(x) + b for x in grid])
+            series[f"fit {name}"] = (grid, [fit.at(x) for x in grid])
         chart.set_series(series, hlines=sweep.baselines)
         lines = [f"baseline {n}: {v:.1f}" for n, v in sweep.baselines.items()]
-        lines += [f"fit {n}: top-1 = {a:.2f}·log(x) + {b:.2f}" for n, (a, b) in sweep.fits.items()]
+        lines += [f"fit {n}: {fit}" for n, fit in sweep.fits.items()]
         others = [k for k in analysis.sweep_keys(self.data) if k != sweep.key]
         if others:
             lines.append(f"w: show {others[0]}")
