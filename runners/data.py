@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, Sampler
@@ -168,9 +169,10 @@ def mix_weights(lengths: list[int], weights: list[float]) -> torch.Tensor:
 
 
 def channel_stats(images: ImageList, cache_dir: Path, max_images: int = 2000) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of a training folder, cached beside the dataset
-    (or in ``cache_dir`` when the dataset folder is read-only)."""
-    key = {"root": str(images.root), "n": len(images.samples), "max_images": max_images}
+    """Per-channel mean and std of a dataset at full resolution, over a seeded
+    sample of ``max_images`` images (all if fewer), one image at a time; cached
+    beside the dataset (or in ``cache_dir`` when its folder is read-only)."""
+    key = {"root": str(images.root), "n": len(images.samples), "max_images": max_images, "resolution": "full"}
     for place in (images.root / STATS_FILE, cache_dir / STATS_FILE):
         try:
             cached = json.loads(place.read_text())
@@ -185,10 +187,10 @@ def channel_stats(images: ImageList, cache_dir: Path, max_images: int = 2000) ->
     n = 0
     for i in pick:
         try:
-            img = load_rgb(images.samples[i][0]).resize((64, 64), Image.BILINEAR)
+            img = load_rgb(images.samples[i][0])
         except (OSError, UnidentifiedImageError, ValueError):
             continue
-        x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(64 * 64, 3).double() / 255
+        x = torch.from_numpy(np.asarray(img, dtype=np.float64).reshape(-1, 3) / 255)
         s += x.sum(0)
         s2 += (x * x).sum(0)
         n += x.shape[0]

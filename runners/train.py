@@ -285,10 +285,11 @@ def run_training(ctx: RunContext, args) -> dict:
         for stage_sets in train_sets:
             for il in stage_sets:
                 check_same_classes(eval_images, il, "train vs eval")
-        if cfg["normalization"] == "exact":
-            mean, std = channel_stats(train_sets[-1][0], ctx.run_dir)
-        else:
-            mean, std = IMAGENET_MEAN, IMAGENET_STD
+        norm = {"train": (IMAGENET_MEAN, IMAGENET_STD)}
+        if cfg["normalization"] != "imagenet":  # exact: each dataset its own statistics (Mind the Gap, Table 1)
+            norm["train"] = channel_stats(train_sets[-1][0], ctx.run_dir, cfg["normalization_images"])
+        norm["eval"] = channel_stats(eval_images, ctx.run_dir, cfg["normalization_images"]) \
+            if cfg["normalization"] == "exact" else norm["train"]
     except DataError as e:
         raise RunnerError(str(e)) from None
     classes = eval_images.classes
@@ -303,7 +304,7 @@ def run_training(ctx: RunContext, args) -> dict:
 
     batch = max(1, cfg["batch_size"] // world)
     eval_loader = DataLoader(
-        SeededImages(eval_images.samples[rank::world], eval_transform(mean, std, cfg["image_size"]), seed=0),
+        SeededImages(eval_images.samples[rank::world], eval_transform(*norm["eval"], cfg["image_size"]), seed=0),
         batch_size=batch, num_workers=min(cfg["workers"], os.cpu_count() or 1), pin_memory=device.cuda)
 
     start_stage, start_epoch, start_step, global_step, history = 0, 0, 0, 0, []
@@ -312,6 +313,8 @@ def run_training(ctx: RunContext, args) -> dict:
     if args.resume and last_path.is_file():
         resume_state = torch.load(last_path, map_location="cpu", weights_only=True)
         student.net.load_state_dict(resume_state["model"])
+        if resume_state.get("scaler"):
+            device.scaler.load_state_dict(resume_state["scaler"])
         start_stage, start_epoch = resume_state["stage"], resume_state["epoch"]
         start_step, global_step = resume_state["step_in_epoch"], resume_state["global_step"]
         history = resume_state["history"]
@@ -321,7 +324,7 @@ def run_training(ctx: RunContext, args) -> dict:
 
     loaders = []
     for s, stage in enumerate(stages):
-        tf = train_transform(stage.augment, mean, std, size=cfg["image_size"], local_size=cfg["local_size"],
+        tf = train_transform(stage.augment, *norm["train"], size=cfg["image_size"], local_size=cfg["local_size"],
                              local_crops=cfg["local_crops"], pixmix_dir=cfg.get("pixmix_dir"),
                              small_input=cfg["small_input"])
         loaders.append(make_loader(train_sets[s], stage, cfg, tf, batch, device, rank, world))
@@ -331,6 +334,7 @@ def run_training(ctx: RunContext, args) -> dict:
     total_steps = sum(n * s.epochs for n, s in zip(steps_per_epoch, stages))
     ctx.emit(protocol.START, config=cfg, classes=len(classes), trainable_params=trainable, world_size=world,
              device=str(device.device), resumed=resume_state is not None,
+             normalization={k: {"mean": list(m), "std": list(s)} for k, (m, s) in norm.items()},
              train_images=[len(l.dataset) for l, _ in loaders], eval_images=len(eval_images.samples))
 
     epoch_offset = sum(s.epochs for s in stages[:start_stage])
@@ -356,7 +360,7 @@ def run_training(ctx: RunContext, args) -> dict:
             sampler.set_epoch(epoch_offset + epoch, skip * batch)
 
             def save_mid_epoch(step_in_epoch, g_step, _s=s, _e=epoch):
-                _checkpoint(ctx, student, optimizer, scheduler, cfg, _s, _e, step_in_epoch, g_step, history)
+                _checkpoint(ctx, student, optimizer, scheduler, device.scaler, cfg, _s, _e, step_in_epoch, g_step, history)
 
             stats = train_one_epoch(model, loader, optimizer, scheduler, device, ctx, epoch=epoch_offset + epoch,
                                     stage=stage, cfg=cfg, start_step=skip, steps=steps_per_epoch[s],
@@ -368,7 +372,7 @@ def run_training(ctx: RunContext, args) -> dict:
                       "images_per_s": round(stats["images_per_s"], 2), "skipped": stats["skipped"], **metrics}
             history.append(record)
             ctx.emit(protocol.EPOCH, **record)
-            _checkpoint(ctx, student, optimizer, scheduler, cfg, s, epoch + 1, 0, global_step, history)
+            _checkpoint(ctx, student, optimizer, scheduler, device.scaler, cfg, s, epoch + 1, 0, global_step, history)
             if ctx.stop_requested:
                 raise Cancelled("SIGTERM: stopped after an epoch")
         epoch_offset += stage.epochs
@@ -380,12 +384,13 @@ def run_training(ctx: RunContext, args) -> dict:
     return summarize(history, cfg, trainable)
 
 
-def _checkpoint(ctx, student, optimizer, scheduler, cfg, stage, epoch, step_in_epoch, global_step, history):
+def _checkpoint(ctx, student, optimizer, scheduler, scaler, cfg, stage, epoch, step_in_epoch, global_step, history):
     if not ctx.main:
         return
     path = ctx.checkpoints / LAST
+    # The loss scale of fp16 training (empty when it is off) resumes where it was.
     atomic_torch_save({"model": student.net.state_dict(), "optimizer": optimizer.state_dict(),
-                       "scheduler": scheduler.state_dict(), "stage": stage, "epoch": epoch,
+                       "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "stage": stage, "epoch": epoch,
                        "step_in_epoch": step_in_epoch, "global_step": global_step, "history": history,
                        "spec": ctx.spec}, path)
     ctx.emit(protocol.CHECKPOINT, path=str(path), epoch=epoch, step_in_epoch=step_in_epoch)

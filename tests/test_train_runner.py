@@ -4,6 +4,7 @@ import subprocess
 import time
 from functools import partial
 
+import numpy as np
 import pytest
 import torch
 
@@ -82,9 +83,17 @@ def test_sigterm_mid_epoch_then_resume_matches_uninterrupted_run(data, tmp_path)
     assert final(cut)["type"] == "cancelled"
     saved = torch.load(cut / "checkpoints" / "last.pt", weights_only=True)
     assert (saved["epoch"], saved["step_in_epoch"]) != (3, 0)  # stopped before the end
+    before = len(events(cut))
     subprocess.run([PYTHON, "-m", "runners.train", "--run-dir", str(cut), "--resume"], env=env, check=True,
                    capture_output=True)
     assert final(cut)["type"] == "done"
+    # The resumed process loaded the checkpoint and ran only the remaining steps.
+    resumed = events(cut)[before:]
+    assert next(e for e in resumed if e["type"] == "start")["resumed"] is True
+    assert any(e["type"] == "log" and e["message"].startswith("resumed from") for e in resumed)
+    steps = [e["step"] for e in resumed if e["type"] == "train_step"]
+    total = len([e for e in events(straight) if e["type"] == "train_step"])
+    assert steps == list(range(saved["global_step"] + 1, total + 1))
     a = torch.load(straight / "checkpoints" / "model.pt", weights_only=True)
     b = torch.load(cut / "checkpoints" / "model.pt", weights_only=True)
     assert a.keys() == b.keys()
@@ -290,3 +299,93 @@ def test_weights_take_a_torchvision_enum_name(tmp_path):
     exp = parse_spec('[experiment]\nname = "w"\n[datasets]\nreal = "d"\n[runs.a]\nkind = "train"\ntrain = "real"\n'
                      'eval = "real"\nweights = "/nope/r50.pth"\n', base_dir=tmp_path)
     assert "file /nope/r50.pth does not exist" in lifecycle.plan(exp, Workspace(tmp_path / "ws"))[1][0]
+
+
+def test_the_loss_scale_of_fp16_training_is_checkpointed_and_restored(data, tmp_path, monkeypatch):
+    from runners import runtime
+
+    real_init = runtime.Device.__init__
+
+    def with_scaler(self, *args, **kwargs):  # the CPU stands in for an fp16 GPU: the scale doubles every step
+        real_init(self, *args, **kwargs)
+        self.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 4, growth_interval=1)
+
+    monkeypatch.setattr(runtime.Device, "__init__", with_scaler)
+    spec = {**TINY, "train_dir": str(data / "train"), "eval_dir": str(data / "val"), "augment": "pytorch-example",
+            "max_steps_per_epoch": 2}
+    r = make_run(tmp_path, "scaled", **spec)
+    assert run(r) == 0, final(r)
+    assert torch.load(r / "checkpoints" / "last.pt", weights_only=True)["scaler"]["scale"] == 2.0 ** 6
+    (r / "spec.json").write_text(__import__("json").dumps({"id": "scaled", "name": "scaled", "kind": "train",
+                                                           **spec, "epochs": 2}))
+    assert run(r, "--resume") == 0, final(r)
+    assert torch.load(r / "checkpoints" / "last.pt", weights_only=True)["scaler"]["scale"] == 2.0 ** 8
+
+
+def test_single_crop_presets_crop_like_the_torchvision_reference():
+    from torchvision import transforms as T
+    from torchvision.transforms import InterpolationMode
+
+    from runners.augment import train_transform
+
+    for name in ("pytorch-example", "autoaugment", "augmix"):
+        steps = train_transform(name, [0.5] * 3, [0.5] * 3, size=64).transform.transforms
+        crop = next(t for t in steps if isinstance(t, T.RandomResizedCrop))
+        assert crop.interpolation == InterpolationMode.BILINEAR and crop.scale == (0.08, 1.0)
+        assert any(isinstance(t, T.RandomHorizontalFlip) for t in steps)
+
+
+def test_exact_statistics_are_taken_at_full_resolution(tmp_path):
+    from PIL import Image
+
+    from runners.data import channel_stats
+
+    stripes = np.zeros((128, 128, 3), dtype=np.uint8)
+    stripes[:, ::2] = 255  # one-pixel columns: any downsampling averages them to grey
+    (tmp_path / "d" / "a").mkdir(parents=True)
+    Image.fromarray(stripes).save(tmp_path / "d" / "a" / "x.png")
+    mean, std = channel_stats(scan_folder(tmp_path / "d", "stats"), tmp_path)
+    assert np.allclose(mean, 0.5) and np.allclose(std, 0.5)
+
+
+@pytest.mark.parametrize("mode", ["exact", "exact-train"])
+def test_exact_normalisation_per_dataset_or_from_the_training_set(data, tmp_path, mode):
+    from PIL import Image
+
+    bright = tmp_path / "bright"
+    for cls in sorted(p.name for p in (data / "val").iterdir()):
+        (bright / cls).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(np.full((32, 40, 3), 240, dtype=np.uint8)).save(bright / cls / f"{i}.png")
+    r = make_run(tmp_path, mode, **{**TINY, "augment": "pytorch-example", "max_steps_per_epoch": 1,
+                                    "normalization": mode}, train_dir=str(data / "train"), eval_dir=str(bright))
+    assert run(r) == 0, final(r)
+    norm = next(e for e in events(r) if e["type"] == "start")["normalization"]
+    if mode == "exact":  # the paper's reading: each dataset with its own statistics
+        assert np.allclose(norm["eval"]["mean"], 240 / 255) and np.allclose(norm["eval"]["std"], 0, atol=1e-5)
+        assert not np.allclose(norm["train"]["mean"], norm["eval"]["mean"])
+    else:
+        assert norm["eval"] == norm["train"]
+
+
+@pytest.mark.parametrize("reinit", [True, False])
+def test_layers_above_n_start_fresh_with_the_run_s_seed_or_from_init_from(tmp_path, reinit):
+    from runners.data import mix_seed
+    from runners.kinds.train import KIND
+
+    torch.manual_seed(123)
+    teacher = build_resnet("resnet18", 3, small_input=True, tau=0.1)
+    torch.save(teacher.state_dict(), tmp_path / "teacher.pt")
+    reference = teacher.state_dict()
+    for n in (1, 4, 9):
+        cfg = KIND.resolve({**TINY, "tau": 0.1, "seed": 5, "init_from_path": str(tmp_path / "teacher.pt"),
+                            "freeze_layers": n, "reinit": reinit})
+        state = train.build_student(cfg, 3, _Log()).net.state_dict()  # before the first step
+        torch.manual_seed(mix_seed("init", 5))
+        fresh = build_resnet("resnet18", 3, small_input=True, tau=0.1).state_dict()
+        for i, layer in enumerate(layers.layer_prefixes(teacher)):
+            keys = [k for k in reference if k.startswith(layer)]
+            expected = reference if i < n or not reinit else fresh
+            assert all(torch.equal(state[k], expected[k]) for k in keys), f"N={n}: layer {i + 1}"
+            if i >= n and reinit and any(reference[k].is_floating_point() for k in keys):
+                assert not all(torch.equal(state[k], reference[k]) for k in keys), f"N={n}: layer {i + 1}"

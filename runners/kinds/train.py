@@ -19,7 +19,7 @@ FITYMI = {
     "arch": "resnet50", "small_input": False, "width": 64, "epochs": 100, "batch_size": 256, "lr": 0.1,
     "warmup_epochs": 10, "min_lr": 1e-6, "weight_decay": 1e-4, "momentum": 0.9,
     "label_smoothing": 0.0, "tau": 0.1, "augment": "dino", "local_crops": 8, "image_size": 224,
-    "local_size": 96, "normalization": "imagenet", "bn_eval_mode": "eval", "report_last": 5,
+    "local_size": 96, "normalization": "imagenet", "normalization_images": 2000, "bn_eval_mode": "eval", "report_last": 5,
     "amp": True, "channels_last": True, "compile": False, "deterministic": False, "workers": 8, "log_every": 20,
     "freeze_layers": 0, "frozen_bn": "frozen", "reinit": True, "fraction": 1.0, "mixup": 0.0,
 }
@@ -96,7 +96,10 @@ FIELDS = {
     "local_crops": F(int, 8, "local crops of the dino multi-crop", min=0, max=32),
     "image_size": F(int, 224, "training and evaluation crop size", min=8),
     "local_size": F(int, 96, "local crop size of the dino multi-crop", min=8),
-    "normalization": F(str, "imagenet", "input normalisation statistics", choices=("imagenet", "exact")),
+    "normalization": F(str, "imagenet", "input statistics: ImageNet's; 'exact': each dataset its own (train "
+                       "and eval, Mind the Gap Table 1); 'exact-train': the training set's for both",
+                       choices=("imagenet", "exact", "exact-train")),
+    "normalization_images": F(int, 2000, "images (a seeded sample) the exact statistics are computed over", min=1),
     "bn_eval_mode": F(str, "eval", "BatchNorm at evaluation: running or batch statistics",
                       choices=("eval", "train")),
     "mixup": F(float, 0.0, "mixup alpha; 0 = off", min=0),
