@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from runners import protocol
 from runners.class_diffusion import ClassConditionalGenerator, is_generator_folder
@@ -194,20 +194,34 @@ class DiffusersBackend:
                 pipe._interrupt = True  # diffusers skips the remaining steps
             return kwargs
 
+        def on_step(step, timestep, latents):  # the older callback of pipelines such as Stable unCLIP
+            if stop():
+                raise InterruptedError("SIGTERM")
+
         common = dict(num_inference_steps=cfg["steps"], guidance_scale=cfg["guidance_scale"],
-                      generator=[torch.Generator("cpu").manual_seed(it.seed) for it in batch],
-                      callback_on_step_end=on_step_end, output_type="pil")
+                      generator=[torch.Generator("cpu").manual_seed(it.seed) for it in batch], output_type="pil")
+        size = (cfg["width"], cfg["height"])
         if cfg["mode"] == "variation":
-            images = [Image.open(it.source).convert("RGB").resize((cfg["width"], cfg["height"])) for it in batch]
-            return self.pipe(image=images, **common).images
+            try:
+                return self.pipe(image=[source_image(it.source, size) for it in batch], width=size[0],
+                                 height=size[1], callback=on_step, callback_steps=1, **common).images
+            except InterruptedError:  # the run loop sees stop() and ends cancelled
+                return []
+        common["callback_on_step_end"] = on_step_end
         prompts = [it.prompt for it in batch]
         negative = [cfg["negative_prompt"]] * len(batch) if cfg["negative_prompt"] else None
         if cfg["mode"] == "img2img":
-            images = [Image.open(it.source).convert("RGB").resize((cfg["width"], cfg["height"])) for it in batch]
+            images = [source_image(it.source, size) for it in batch]
             return self.pipe(prompt=prompts, image=images, strength=cfg["strength"], negative_prompt=negative,
                              **common).images
         return self.pipe(prompt=prompts, negative_prompt=negative, width=cfg["width"], height=cfg["height"],
                          **common).images
+
+
+def source_image(path: str, size: tuple[int, int]) -> Image.Image:
+    """A real image at the requested size, centre-cropped to its aspect first (not squashed)."""
+    with Image.open(path) as img:
+        return ImageOps.fit(img.convert("RGB"), size, Image.BICUBIC)
 
 
 def is_hub_id(model: str) -> bool:
@@ -252,7 +266,7 @@ def run(ctx: RunContext, args) -> dict:
     fmt = cfg["format"]
     manifest = open(out / "manifest.jsonl", "a")
     pool = ThreadPoolExecutor(max_workers=cfg["save_workers"])
-    pending: list[tuple[list[Item], list[Future]]] = []
+    pending: list[tuple[list[Item], list[Future], list[tuple[int, int]]]] = []
     done = skipped = generated = 0
     t0 = time.perf_counter()
 
@@ -260,16 +274,16 @@ def run(ctx: RunContext, args) -> dict:
         """Write manifest lines for batches whose files are all saved; raise save errors."""
         nonlocal done
         while pending and (wait_all or all(f.done() for f in pending[0][1])):
-            batch, futures = pending.pop(0)
+            batch, futures, sizes = pending.pop(0)
             for f in futures:
                 f.result()
-            for it in batch:
+            for it, size in zip(batch, sizes):
                 manifest.write(json.dumps({"file": f"train/{it.filename(fmt)}", "class": it.class_id,
                                            "prompt": it.prompt, "seed": it.seed, "model": cfg["model"],
                                            "revision": cfg.get("revision"), "variant": cfg.get("variant"),
                                            "mode": cfg["mode"], "scheduler": cfg["scheduler"],
                                            "steps": cfg["steps"], "guidance": cfg["guidance_scale"],
-                                           "size": [cfg["width"], cfg["height"]], "source": it.source}) + "\n")
+                                           "size": list(size), "source": it.source}) + "\n")
             manifest.flush()
             done += len(batch)
 
@@ -298,10 +312,10 @@ def run(ctx: RunContext, args) -> dict:
             futures = [pool.submit(save_image, img, out / "train" / it.filename(fmt), fmt)
                        for it, img in zip(batch, images) if id(it) in wanted]
             generated += len(todo)
-            pending.append((batch, futures))
+            pending.append((batch, futures, [img.size for img in images]))  # the size made, not asked
             settle(wait_all=False)
             rate = generated / (time.perf_counter() - t0)
-            progress = done + sum(len(b) for b, _ in pending)
+            progress = done + sum(len(b) for b, *_ in pending)
             ctx.emit(protocol.PROGRESS, done=progress, total=total, unit="image", rate=round(rate, 3),
                      eta=round((total - progress) / rate, 1) if rate else None)
             if device.type == "cuda":

@@ -224,3 +224,60 @@ def test_autopipeline_with_a_weights_variant_and_a_scheduler_by_class_name(tmp_p
     assert run(plain) == 1 and "cannot load the model" in _error(plain)
     bad = make_gen_run(tmp_path, "bad", model, classes, variant="fp16", scheduler="NoSuchScheduler")
     assert run(bad) == 1 and "not a diffusers scheduler" in _error(bad) and "UniPCMultistepScheduler" in _error(bad)
+
+
+@pytest.mark.parametrize("mode", ["txt2img", "img2img"])
+def test_the_spec_s_values_reach_the_pipeline_and_the_files(tmp_path, model, classes, monkeypatch, mode):
+    import diffusers
+    from PIL import Image
+
+    cls = diffusers.StableDiffusionPipeline if mode == "txt2img" else diffusers.StableDiffusionImg2ImgPipeline
+    calls = []
+    real_call = cls.__call__
+
+    def spy(self, *args, **kwargs):
+        calls.append(kwargs)
+        return real_call(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "__call__", spy)
+    extra = {}
+    if mode == "img2img":
+        extra = {"strength": 0.6, "source_dir": str(make_image_folder(
+            tmp_path / "real", classes=2, per_class=1, size=(40, 24), names=["n01440764", "n02869837"]))}
+    r = make_gen_run(tmp_path, mode, model, classes, mode=mode, guidance_scale=3.5, steps=4, width=40, height=24,
+                     images_per_class=1, **extra)
+    assert run(r) == 0, final(r)
+    assert calls and all(c["guidance_scale"] == 3.5 and c["num_inference_steps"] == 4 for c in calls)
+    if mode == "img2img":
+        assert all(c["strength"] == 0.6 for c in calls)
+    else:
+        assert all((c["width"], c["height"]) == (40, 24) for c in calls)
+    for name in files(r):
+        with Image.open(r / "data" / "train" / name) as img:
+            assert img.size == (40, 24)
+    manifest = [json.loads(line) for line in (r / "data" / "manifest.jsonl").read_text().splitlines()]
+    assert all(m["size"] == [40, 24] and m["guidance"] == 3.5 and m["steps"] == 4 for m in manifest)
+
+
+def test_unclip_variations_at_the_requested_size_from_centre_crops(tmp_path, classes):
+    from PIL import Image
+
+    from tiny_sd import build_tiny_unclip
+
+    model = build_tiny_unclip(tmp_path / "models")
+    real = make_image_folder(tmp_path / "real", classes=2, per_class=1, size=(64, 24), names=["n01440764", "n02869837"])
+    r = make_gen_run(tmp_path, "var", model, classes, mode="variation", width=40, height=24, steps=2,
+                     source_dir=str(real))
+    assert run(r) == 0, final(r)
+    assert len(files(r)) == 2
+    for name in files(r):
+        with Image.open(r / "data" / "train" / name) as img:
+            assert img.size == (40, 24)
+    manifest = [json.loads(line) for line in (r / "data" / "manifest.jsonl").read_text().splitlines()]
+    assert all(m["size"] == [40, 24] and m["mode"] == "variation" and m["source"] for m in manifest)
+    # The source keeps its aspect: a centre crop of the middle, not the whole image squashed.
+    wide = Image.new("RGB", (64, 24), (255, 0, 0))
+    wide.paste((0, 0, 255), (12, 0, 52, 24))  # blue in the middle 40 columns
+    wide.save(tmp_path / "wide.png")
+    crop = generate.source_image(str(tmp_path / "wide.png"), (40, 24))
+    assert crop.size == (40, 24) and crop.getpixel((1, 12))[2] > 200 and crop.getpixel((38, 12))[2] > 200
