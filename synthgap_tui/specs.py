@@ -118,6 +118,7 @@ def validate(data: dict, source: str, base_dir: Path) -> Experiment:
     if problems:
         raise SpecError(problems)
 
+    expanded = _fan_out(expanded)
     _link(expanded, datasets, bad)
     if problems:
         raise SpecError(problems)
@@ -206,7 +207,7 @@ def _validate_run(base: str, table: dict, defaults: dict, bad) -> list[ExpandedR
     runs = []
     for combo in itertools.product(*(sweep[k] for k in keys)) if keys else [()]:
         values = dict(zip(keys, combo))
-        name = base + ("[" + ",".join(f"{k}={v}" for k, v in values.items()) + "]" if keys else "")
+        name = _sweep_name(base, values)
         merged = {**params, **values}
         problems = kind.problems(merged)
         for field_name, msg in problems:
@@ -278,6 +279,47 @@ def _link(runs: list[ExpandedRun], datasets: dict, bad) -> None:
                 bad(where, f"names '{value}', which is neither a dataset nor a run of this spec "
                     f"(allowed: {ref.accepts()}); known: {options}")
         run.deps = list(dict.fromkeys(run.deps))
+
+
+def _sweep_name(base: str, values: dict) -> str:
+    return base + ("[" + ",".join(f"{k}={v}" for k, v in values.items()) + "]" if values else "")
+
+
+def _fan_out(runs: list[ExpandedRun]) -> list[ExpandedRun]:
+    """A run that names a swept run becomes one run per member of that sweep
+    that agrees with its own sweep values (``train = "gen-guidance"``: one
+    training run per guidance scale, named after it). The member's values join
+    the run's sweep values, so results group by them and runs that name this
+    one in turn match member by member."""
+    while True:
+        by_base: dict[str, list[ExpandedRun]] = {}
+        for r in runs:
+            by_base.setdefault(r.base, []).append(r)
+        out, changed = [], False
+        for run in runs:
+            copies = [run]
+            for _, value, _ in ref_values(run):
+                if value == run.base:
+                    continue
+                grown = []
+                for c in copies:
+                    members = [m for m in by_base.get(value, []) if _agrees(c.sweep_values, m.sweep_values)]
+                    if len(members) < 2:
+                        grown.append(c)
+                        continue
+                    changed = True
+                    grown += [ExpandedRun(name=_sweep_name(c.base, values), base=c.base, kind=c.kind,
+                                          params=c.params, sweep_values=values)
+                              for m in members for values in [{**c.sweep_values, **m.sweep_values}]]
+                copies = grown
+            out += copies
+        if not changed:
+            return out
+        runs = out
+
+
+def _agrees(a: dict, b: dict) -> bool:
+    return all(a[k] == b[k] for k in a.keys() & b.keys())
 
 
 def _match_sweep(run: ExpandedRun, candidates: list[ExpandedRun]) -> ExpandedRun | None:

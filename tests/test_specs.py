@@ -111,9 +111,25 @@ def test_swept_dependency_matches_by_shared_sweep_values():
         "[runs.ft]\nkind = 'train'\ninit_from = 'pre'\nfreeze_layers = 16\ntrain = 'real'\neval = 'real'\n"
         "[runs.ft.sweep]\nseed = [0, 1]\n")
     assert exp.run("ft[seed=1]").deps == ["pre[seed=1]"]
-    with pytest.raises(SpecError, match="a sweep of 2 runs"):
+    with pytest.raises(SpecError, match=r"\[runs.ft\[seed=2\]\].*a sweep of 2 runs, and none"):  # no pre[seed=2]
         expand("[runs.pre]\nkind = 'train'\ntrain = 'synth'\neval = 'real'\n[runs.pre.sweep]\nseed = [0, 1]\n"
-               "[runs.ft]\nkind = 'train'\ninit_from = 'pre'\ntrain = 'real'\neval = 'real'\n")
+               "[runs.ft]\nkind = 'train'\ninit_from = 'pre'\ntrain = 'real'\neval = 'real'\n"
+               "[runs.ft.sweep]\nseed = [0, 1, 2]\n")
+
+
+def test_a_run_naming_a_sweep_it_does_not_share_runs_once_per_member():
+    """The guidance ablation: one training run per guidance scale, and what builds on those follows."""
+    exp = expand("[runs.gen]\nkind = 'generate'\n[runs.gen.sweep]\nguidance_scale = [1.0, 2.0, 4.0]\n"
+                 "[runs.student]\nkind = 'train'\ntrain = 'gen'\neval = 'real'\n[runs.student.sweep]\nseed = [0, 1]\n"
+                 "[runs.probe]\nkind = 'train'\ninit_from = 'student'\nfreeze_layers = 17\ntrain = 'real'\n"
+                 "eval = 'real'\n")
+    names = [r.name for r in exp.runs]
+    assert "student[seed=1,guidance_scale=4.0]" in names and len([n for n in names if n.startswith("student")]) == 6
+    run = exp.run("student[seed=0,guidance_scale=2.0]")
+    assert run.deps == ["gen[guidance_scale=2.0]"] and run.sweep_values == {"seed": 0, "guidance_scale": 2.0}
+    assert "guidance_scale" not in run.params  # a train run has no such field; it is how the run is named
+    probe = exp.run("probe[seed=0,guidance_scale=2.0]")
+    assert probe.deps == ["student[seed=0,guidance_scale=2.0]"] and len([n for n in names if n.startswith("probe")]) == 6
 
 
 def test_defaults_apply_where_the_field_exists():
@@ -133,7 +149,7 @@ def test_every_preset_expands_and_dry_run_warns_about_placeholder_folders(tmp_pa
 
     presets = {p.name: p for p in list_presets()}
     assert {"mtg-baselines", "mtg-freeze-real-to-synth", "mtg-freeze-synth-to-real", "mtg-data-reduction",
-            "mtg-normalization", "mtg-augmentation", "bridged-transfer", "generation"} <= set(presets)
+            "mtg-normalization", "mtg-augmentation", "mtg-unclip", "bridged-transfer", "generation"} <= set(presets)
     ws = Workspace(tmp_path)
     for preset in presets.values():
         exp = load_spec(preset.path)
@@ -147,6 +163,19 @@ def test_every_preset_expands_and_dry_run_warns_about_placeholder_folders(tmp_pa
     reduction = load_spec(presets["mtg-data-reduction"].path)
     assert {r.params.get("fraction") for r in reduction.runs if r.base == "reduced"} == \
         {1.0, 0.5, 0.25, 0.125, 0.0625}
+    # Swept synthetic sets feed one student each: the guidance ablation, the gamma sweep, the volume study.
+    generation = load_spec(presets["generation"].path)
+    assert {r.sweep_values["guidance_scale"]: r.deps for r in generation.runs if r.base == "student-guidance"} == \
+        {g: [f"guidance[guidance_scale={g}]"] for g in (1.0, 2.0, 3.0, 5.0, 7.5)}
+    assert len([r for r in generation.runs if r.base == "student-img2img"]) == 4
+    bridged = load_spec(presets["bridged-transfer"].path)
+    assert sorted(r.sweep_values["images_per_class"] for r in bridged.runs if r.base == "bridged-aircraft-volume") \
+        == [50, 100, 250, 1000]
+    assert {r.params["recipe"] for r in bridged.runs if r.kind == "train"} == {"finetune"}
+    assert {r.base for r in bridged.runs if r.kind == "train"} >= {"vanilla-aircraft", "vanilla-cars"}
+    table4 = load_spec(presets["mtg-unclip"].path)
+    assert {r.deps[0] for r in table4.runs if r.kind == "train"} == \
+        {"gen-unclip", "gen-sd21", "gen-sd14"}
 
 
 def test_submitted_spec_is_kept_with_absolute_dataset_paths(tmp_path, monkeypatch):

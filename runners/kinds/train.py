@@ -24,7 +24,10 @@ FITYMI = {
     "freeze_layers": 0, "frozen_bn": "frozen", "reinit": True, "fraction": 1.0, "mixup": 0.0,
 }
 PLAIN = {**FITYMI, "epochs": 90, "warmup_epochs": 0, "tau": 0.0, "augment": "pytorch-example"}
-RECIPES = {"fitymi": FITYMI, "plain": PLAIN}
+# Fine-tuning pretrained weights on a downstream dataset (bridged transfer): a
+# tenth of the from-scratch lr, a short warm-up, a linear head.
+FINETUNE = {**PLAIN, "epochs": 50, "lr": 0.01, "warmup_epochs": 1, "min_lr": 0.0}
+RECIPES = {"fitymi": FITYMI, "plain": PLAIN, "finetune": FINETUNE}
 STAGE_KEYS = ("train", "epochs", "lr", "mixup", "reinit_classifier", "fraction", "augment")
 
 DATA = Ref(to="train_dir", split="train", artifact="dataset")
