@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import torch
 
-from runners import protocol
+from runners import kinds, protocol, provenance
 
 
 log = logging.getLogger("synthgap.runner")
@@ -60,6 +60,9 @@ class RunContext:
     def run(self, body) -> int:
         """Run ``body(self)``; turn its outcome into a final event and an exit code."""
         try:
+            if self.main:
+                kind = kinds.all_kinds().get(self.spec.get("kind"))
+                provenance.write(self.run_dir, self.spec, kind.resolve(self.spec) if kind else self.spec)
             summary = body(self)
         except Cancelled as c:
             self.emit(protocol.CANCELLED, reason=str(c) or "SIGTERM")

@@ -120,12 +120,15 @@ def cmd_show(args) -> int:
     store = _store(args)
     run_id = store.resolve(args.run)
     record = store.get(run_id)
+    from synthgap_tui import rundiff
+
     run_dir = store.workspace.run_dir(run_id)
     info = {
         "record": record,
         "spec": protocol.read_json(run_dir / protocol.SPEC_FILE),
         "status": protocol.read_json(run_dir / protocol.STATUS_FILE),
         "results": protocol.read_json(run_dir / protocol.RESULTS_FILE),
+        "provenance": rundiff.provenance(store.workspace, run_id),
         "paths": {name: str(run_dir / name) for name in (
             "", protocol.SPEC_FILE, protocol.STATUS_FILE, protocol.EVENTS_FILE,
             protocol.STDOUT_FILE, protocol.RESULTS_FILE, protocol.CHECKPOINT_DIR)},
@@ -147,7 +150,9 @@ def cmd_show(args) -> int:
                   f"experiment {escape(record.get('experiment', '-'))}{escape(where)}")
     if record.get("error"):
         console.print(f"[red]error:[/] {escape(record['error'])}")
-    for title in ("record", "spec", "status", "results", "paths"):
+    if info["provenance"]:
+        info["provenance"].pop("spec", None)  # printed above as [spec]
+    for title in ("record", "spec", "status", "results", "provenance", "paths"):
         if info[title]:
             console.print(f"\n[bold]\\[{title}][/]")
             console.print("\n".join(escape(line) for line in _readable(info[title])), soft_wrap=True)
@@ -432,6 +437,24 @@ def cmd_tui(args) -> int:
     return 0
 
 
+def cmd_diff(args) -> int:
+    """The spec fields and provenance in which runs differ."""
+    from synthgap_tui import rundiff
+
+    store = _store(args)
+    ids = [store.resolve(ref) for ref in args.runs]
+    names = [store.get(i).get("name", i) for i in ids]
+    rows = rundiff.differences([rundiff.view(store.workspace, i) for i in ids])
+    if args.json:
+        _print_json({"runs": ids, "differences": {key: values for key, values in rows}})
+        return 0
+    if not rows:
+        _console().print("No difference in spec or provenance.", markup=False)
+        return 0
+    _print_table(["field", *names], [[key, *map(rundiff.fmt, values)] for key, values in rows], keep=1)
+    return 0
+
+
 def cmd_kinds(args) -> int:
     """The run kinds of the registry and their fields (README's field reference)."""
     from runners import kinds
@@ -557,6 +580,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="folder to write (default: workspace/exports/<time>)")
     p.add_argument("--json", action="store_true", help="print the written paths as JSON only")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("diff", help="the spec fields and provenance in which runs differ")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="two runs or more")
+    p.add_argument("--json", action="store_true", help="print JSON only")
+    p.set_defaults(func=cmd_diff)
 
     p = sub.add_parser("kinds", help="the run kinds and their fields")
     p.add_argument("name", nargs="?", help="list this kind's fields")

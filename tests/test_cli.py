@@ -129,3 +129,28 @@ def test_ls_and_show_as_people_read_them(tmp_path, monkeypatch):
     shown = run_cli("show", "gen-sd14", "--workspace", str(ws))
     assert shown.returncode == 0
     assert 'name = "gen-sd14"' in shown.stdout and "True" not in shown.stdout and "'" not in shown.stdout
+
+
+def test_diff_prints_the_fields_two_runs_differ_in_and_show_has_provenance(tmp_path):
+    from runners import protocol
+
+    ws = tmp_path / "ws"
+    store = RunStore(ws)
+    ids = [store.create({"name": n, "kind": "train", "state": "finished"}) for n in ("a", "b")]
+    for run_id, (name, lr, seed, torch_version) in zip(ids, [("a", 0.1, 0, "2.14.1"), ("b", 0.2, 0, "2.14.0")]):
+        spec = {"id": run_id, "name": name, "kind": "train", "created": 1.0 + len(name), "lr": lr, "seed": seed,
+                "train_dir": "/data/train"}
+        (ws / "runs" / run_id).mkdir(parents=True)
+        protocol.write_json_atomic(ws / "runs" / run_id / "spec.json", spec)
+        protocol.write_json_atomic(ws / "runs" / run_id / "provenance.json",
+                                   {"python": "3.11.7", "libraries": {"torch": torch_version}, "seed": seed,
+                                    "command": ["python", "-m", "runners.train", "--run-dir", run_id], "spec": spec})
+    out = run_cli("diff", "a", "b", "--json", ws=ws)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["differences"] == {"provenance.libraries.torch": ["2.14.1", "2.14.0"],
+                                                     "spec.lr": [0.1, 0.2], "spec.name": ["a", "b"]}
+    text = run_cli("diff", "a", "b", ws=ws).stdout
+    assert "spec.lr" in text and "0.2" in text and "spec.train_dir" not in text
+    shown = run_cli("show", "a", "--json", ws=ws)
+    assert json.loads(shown.stdout)["provenance"]["libraries"]["torch"] == "2.14.1"
+    assert 'libraries.torch = "2.14.1"' in run_cli("show", "a", ws=ws).stdout

@@ -389,3 +389,21 @@ def test_layers_above_n_start_fresh_with_the_run_s_seed_or_from_init_from(tmp_pa
             assert all(torch.equal(state[k], expected[k]) for k in keys), f"N={n}: layer {i + 1}"
             if i >= n and reinit and any(reference[k].is_floating_point() for k in keys):
                 assert not all(torch.equal(state[k], reference[k]) for k in keys), f"N={n}: layer {i + 1}"
+
+
+def test_the_runner_records_its_provenance(data, tmp_path):
+    import json
+    import sys
+
+    from conftest import REPO
+
+    r = make_run(tmp_path, "prov", **{**TINY, "augment": "pytorch-example", "max_steps_per_epoch": 1, "seed": 3},
+                 train_dir=str(data / "train"), eval_dir=str(data / "val"))
+    assert run(r) == 0, final(r)
+    prov = json.loads((r / "provenance.json").read_text())
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert prov["synthgap"]["git"]["commit"] == head and isinstance(prov["synthgap"]["git"]["dirty"], bool)
+    assert torch.__version__.startswith(prov["libraries"]["torch"])
+    assert prov["seed"] == 3 and prov["spec"]["name"] == "prov" and prov["command"][0] == sys.executable
+    assert {"python", "cuda", "cudnn", "gpus", "driver", "host"} <= set(prov)
+    assert any(line.startswith("torch==") for line in (r / "pip-freeze.txt").read_text().splitlines())

@@ -65,9 +65,15 @@ def test_run_screen_shows_history_of_a_finished_run(fixture_ws):
         app = app_for(fixture_ws)
         run = next(r for r in RunStore(fixture_ws).list() if r["name"] == "real-only")
         async with app.run_test(size=(100, 30)) as pilot:
+            from runners import protocol
+
+            protocol.write_json_atomic(fixture_ws.run_file(run["id"], "provenance.json"),
+                                       {"python": "3.11.7", "libraries": {"torch": "2.14.1"}, "spec": {}})
             app.open_run(run["id"])
             await wait_until(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.history.epochs,
                              what="epochs loaded")
+            await wait_until(pilot, lambda: "libraries.torch" in str(app.screen.query_one("#run-provenance").render()),
+                             what="provenance shown")
             screen = app.screen
             assert len(screen.history.epochs) == 6 and len(screen.history.series("train_step", "step", "loss")[1]) == 30
             # The train kind's charts (runners/kinds/train.py): loss first, accuracy per epoch second.
@@ -100,6 +106,9 @@ def test_compare_screen_finds_the_layer_freeze_sweep_and_baselines(fixture_ws):
             assert chart.series["freeze"][0] == [4.0, 8.0, 12.0, 16.0, 17.0]
             assert set(chart.hlines) == {"real-only", "synth-only"}
             assert app.screen.query_one("#compare-table").row_count == 7
+            diff = app.screen.query_one("#compare-diff")  # what the runs' specs differ in
+            keys = [str(diff.get_row_at(i)[0]) for i in range(diff.row_count)]
+            assert "spec.freeze_layers" in keys and "spec.name" in keys and "spec.kind" not in keys
     asyncio.run(go())
 
 

@@ -12,14 +12,14 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
 
-from synthgap_tui import analysis
+from synthgap_tui import analysis, rundiff
 from synthgap_tui.widgets.charts import LineChart
 
 
 class RunsData(Message):
-    def __init__(self, runs: list[analysis.RunData]) -> None:
+    def __init__(self, runs: list[analysis.RunData], differences: list[tuple[str, list]]) -> None:
         super().__init__()
-        self.runs = runs
+        self.runs, self.differences = runs, differences
 
 
 class CompareScreen(Screen):
@@ -47,6 +47,8 @@ class CompareScreen(Screen):
                 yield LineChart("top-1 per epoch", "epoch", "top-1 %", id="chart-curves")
             with TabPane("Table", id="tab-table"):
                 yield DataTable(id="compare-table", cursor_type="row")
+            with TabPane("Diff", id="tab-diff"):
+                yield DataTable(id="compare-diff", cursor_type="row")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -55,10 +57,17 @@ class CompareScreen(Screen):
     @work(thread=True, exclusive=True, group="compare-load")
     def load(self) -> None:
         records = self.app.store_call(lambda: [r for r in map(self.app.store.get, self.run_ids) if r], [])
-        self.post_message(RunsData(analysis.load_runs(self.app.workspace, records)))
+        ws = self.app.workspace
+        self.post_message(RunsData(analysis.load_runs(ws, records),
+                                   rundiff.differences([rundiff.view(ws, r["id"]) for r in records])))
 
     def on_runs_data(self, msg: RunsData) -> None:
         self.data = msg.runs
+        diff = self.query_one("#compare-diff", DataTable)  # spec fields and provenance that differ
+        diff.clear(columns=True)
+        diff.add_columns("field", *(r.name for r in self.data))
+        for key, values in msg.differences:
+            diff.add_row(Text(key), *(Text(rundiff.fmt(v)) for v in values))
         done = sum(1 for r in self.data if r.summary.get("top1_mean") is not None)
         self.query_one("#compare-title", Static).update(
             f"{self.title_text}: {len(self.data)} runs, {done} with final results")

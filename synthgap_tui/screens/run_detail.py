@@ -20,6 +20,7 @@ from textual.worker import get_current_worker
 from runners import kinds, protocol
 from runners.kinds import Chart
 from synthgap_tui import formatting as fm
+from synthgap_tui import rundiff
 from synthgap_tui.tail import RunHistory, tail_lines
 from synthgap_tui.widgets.charts import LineChart
 
@@ -37,9 +38,10 @@ def _mtime(path) -> float | None:
 class EventsArrived(Message):
     """A batch of new events: one message per poll, however fast the runner writes."""
 
-    def __init__(self, events: list[dict], record: dict | None, stdout: list[str] | None) -> None:
+    def __init__(self, events: list[dict], record: dict | None, stdout: list[str] | None,
+                 provenance: dict | None = None) -> None:
         super().__init__()
-        self.events, self.record, self.stdout = events, record, stdout
+        self.events, self.record, self.stdout, self.provenance = events, record, stdout, provenance
 
 
 class RunScreen(Screen):
@@ -88,6 +90,8 @@ class RunScreen(Screen):
                 yield Log(id="run-log", max_lines=2000)
             with TabPane("Spec", id="tab-spec"):
                 yield Static("", id="run-spec")
+            with TabPane("Provenance", id="tab-provenance"):
+                yield Static("Written by the runner when it starts.", id="run-provenance")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -105,16 +109,19 @@ class RunScreen(Screen):
         # The index can be large and rewritten often; this run's own small files
         # say everything the screen shows.
         base = {**(self.app.store_call(lambda: self.app.store.get(self.run_id)) or {}), **self.spec_identity()}
-        last_stdout = last_status = None
+        provenance_path = ws.run_file(self.run_id, rundiff.PROVENANCE_FILE)
+        last_stdout = last_status = last_provenance = None
         while not me.is_cancelled:
             events = reader.read_new()
-            record = stdout = None
+            record = stdout = provenance = None
+            if (mtime := _mtime(provenance_path)) != last_provenance:  # written when the runner starts
+                last_provenance, provenance = mtime, protocol.read_json(provenance_path)
             if (mtime := _mtime(status_path)) != last_status:
                 last_status = mtime
                 record = {**base, **(protocol.read_json(status_path, {}) or {})}
             if (mtime := _mtime(stdout_path)) != last_stdout:
                 last_stdout, stdout = mtime, tail_lines(stdout_path, 200)
-            self.post_message(EventsArrived(events, record, stdout))
+            self.post_message(EventsArrived(events, record, stdout, provenance))
             time.sleep(POLL_S)
 
     def spec_identity(self) -> dict:
@@ -123,6 +130,10 @@ class RunScreen(Screen):
     def on_events_arrived(self, message: EventsArrived) -> None:
         if message.record:
             self.record = message.record
+        if message.provenance:
+            lines = [f"{k} = {rundiff.fmt(v)}" for k, v in rundiff.flatten(message.provenance).items()
+                     if not k.startswith("spec.")]
+            self.query_one("#run-provenance", Static).update(Text("\n".join(lines)))
         if not (message.events or message.record or message.stdout is not None):
             return
         self.history.add(message.events)
