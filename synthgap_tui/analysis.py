@@ -115,7 +115,7 @@ def results_numbers(runs: list[RunData]) -> tuple[list[str], list[list]]:
     own, one column per swept parameter."""
     shown, metrics = _metrics(runs)
     swept = list(dict.fromkeys(k for r in runs for k in (r.spec.get("sweep") or {})))
-    header = ["run", "kind", "experiment", *swept]
+    header = ["run", "kind", "experiment", "tags", "note", *swept]
     for m in metrics:
         header += [f"{m.key}_mean", f"{m.key}_std"]
     rows = []
@@ -123,8 +123,8 @@ def results_numbers(runs: list[RunData]) -> tuple[list[str], list[list]]:
         if r.kind not in shown:
             continue
         own = set(kinds.get(r.kind).metrics)
-        row = [r.name, r.kind, r.record.get("experiment", "")] + [(r.spec.get("sweep") or {}).get(k, "")
-                                                                 for k in swept]
+        row = [r.name, r.kind, r.record.get("experiment", ""), " ".join(r.record.get("tags") or []),
+               r.record.get("note") or ""] + [(r.spec.get("sweep") or {}).get(k, "") for k in swept]
         for m in metrics:
             mean, std = m.value(r.summary) if m in own else (None, None)
             row += ["" if mean is None else mean, "" if std is None else std]

@@ -147,6 +147,38 @@ class SynthGapApp(App):
         self.push_screen(ConfirmScreen(f"{what} {len(run_ids)} run{'s' if len(run_ids) > 1 else ''}?", body),
                          lambda yes: self.lifecycle_action(action, run_ids) if yes else None)
 
+    def annotate(self, what: str, run_ids: list[str]) -> None:
+        """Ask for tags ('+a -b') or a note, then write them on the runs."""
+        if not run_ids:
+            return
+        from synthgap_tui.screens.prompt import PromptScreen
+
+        many = f" of {len(run_ids)} runs" if len(run_ids) > 1 else ""
+        if what == "tag":
+            screen = PromptScreen(f"Tags{many}", hint="+tag adds, -tag removes; enter applies, escape cancels")
+        else:
+            current = (self.store.get(run_ids[0]) or {}).get("note") or "" if len(run_ids) == 1 else ""
+            screen = PromptScreen(f"Note{many}", current, multiline=True,
+                                  hint="ctrl+s saves (an empty note removes it), escape cancels")
+        self.push_screen(screen, lambda text: self.write_annotations(what, run_ids, text) if text is not None
+                         else None)
+
+    @work(thread=True, group="annotate")
+    def write_annotations(self, what: str, run_ids: list[str], text: str) -> None:
+        from synthgap_tui import annotations
+
+        try:
+            for run_id in run_ids:
+                if what == "tag":
+                    tags = annotations.tag(self.store, run_id, *annotations.parse_ops(text.split()))
+                    message = f"{run_id}: tags {' '.join(tags) or '(none)'}"
+                else:
+                    annotations.note(self.store, run_id, text)
+                    message = f"{run_id}: note saved" if text.strip() else f"{run_id}: note removed"
+                self.call_from_thread(self.notify, message)
+        except UserError as e:
+            self.call_from_thread(self.notify, str(e), severity="error")
+
     @work(thread=True, group="lifecycle")
     def lifecycle_action(self, action: str, run_ids: list[str]) -> None:
         from synthgap_tui import runs as lifecycle

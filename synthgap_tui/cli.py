@@ -74,6 +74,8 @@ def _print_table(header: list[str], rows: list[list[str]], title: str | None = N
 def cmd_ls(args) -> int:
     store = _store(args)
     runs = store.list(state=args.status, kind=args.kind, experiment=args.experiment)
+    if args.tag:
+        runs = [r for r in runs if args.tag in (r.get("tags") or [])]
     if args.json:
         _print_json(runs)
         return 0
@@ -81,7 +83,7 @@ def cmd_ls(args) -> int:
 
     if not runs:
         filters = [f"--{k} {v}" for k, v in (("status", args.status), ("kind", args.kind),
-                                            ("experiment", args.experiment)) if v]
+                                            ("experiment", args.experiment), ("tag", args.tag)) if v]
         if filters and store.list():
             _console().print(f"No run matches {' '.join(filters)}.", markup=False)
         else:
@@ -437,6 +439,60 @@ def cmd_tui(args) -> int:
     return 0
 
 
+def cmd_tag(args) -> int:
+    """synthgap tag RUN... +tag -tag: the runs are the words without + or - that name runs."""
+    from synthgap_tui import annotations
+
+    words = list(args.words)  # REMAINDER: -tag is not an option here, so the options come by hand
+    for flag in ("-w", "--workspace"):
+        while flag in words[:-1]:
+            at = words.index(flag)
+            args.workspace = words.pop(at + 1)
+            words.pop(at)
+    if "--json" in words:
+        words.remove("--json")
+        args.json = True
+    ops = [w for w in words if w[:1] in "+-"]
+    runs = [w for w in words if w[:1] not in "+-"]
+    if not runs or not ops:
+        raise UserError("usage: synthgap tag RUN... +tag -tag (at least one run and one +tag or -tag)")
+    add, remove = annotations.parse_ops(ops)
+    args.runs = runs
+    return _each_run(args, lambda s, run_id: "tags: " + (" ".join(annotations.tag(s, run_id, add, remove))
+                                                          or "(none)"))
+
+
+def cmd_note(args) -> int:
+    """synthgap note RUN [TEXT]; without TEXT, $EDITOR opens the note."""
+    from synthgap_tui import annotations
+
+    store = _store(args)
+    run_id = store.resolve(args.run)
+    text = args.text
+    if text is None:
+        text = _edit((store.get(run_id) or {}).get("note") or "")
+    annotations.note(store, run_id, text)
+    _console().print(f"{run_id}: " + ("note saved" if text.strip() else "note removed"), markup=False)
+    return 0
+
+
+def _edit(text: str) -> str:
+    import os
+    import shlex
+    import subprocess
+    import tempfile
+
+    editor = shlex.split(os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi")
+    with tempfile.NamedTemporaryFile("w+", suffix=".md", delete=False) as f:
+        f.write(text)
+    try:
+        if subprocess.run([*editor, f.name]).returncode != 0:
+            raise UserError(f"{editor[0]} exited with an error; the note is unchanged")
+        return Path(f.name).read_text()
+    finally:
+        os.unlink(f.name)
+
+
 def cmd_diff(args) -> int:
     """The spec fields and provenance in which runs differ."""
     from synthgap_tui import rundiff
@@ -522,6 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", choices=protocol.STATES, help="only runs in this state")
     p.add_argument("--kind", help="only runs of this kind (train, generate, …)")
     p.add_argument("--experiment", help="only runs of this experiment")
+    p.add_argument("--tag", help="only runs with this tag")
     p.set_defaults(func=cmd_ls)
 
     p = sub.add_parser("show", help="spec, status, summary and paths of one run")
@@ -580,6 +637,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="folder to write (default: workspace/exports/<time>)")
     p.add_argument("--json", action="store_true", help="print the written paths as JSON only")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("tag", help="add (+tag) and remove (-tag) tags of runs")
+    p.add_argument("words", nargs=argparse.REMAINDER, metavar="RUN... +TAG -TAG")
+    p.add_argument("--json", action="store_true", help="print each run's outcome as JSON")
+    p.set_defaults(func=cmd_tag)
+
+    p = sub.add_parser("note", help="write a run's note (without TEXT: in $EDITOR)")
+    p.add_argument("run")
+    p.add_argument("text", nargs="?", help="the note; '' removes it")
+    p.set_defaults(func=cmd_note)
 
     p = sub.add_parser("diff", help="the spec fields and provenance in which runs differ")
     p.add_argument("runs", nargs="+", metavar="RUN", help="two runs or more")

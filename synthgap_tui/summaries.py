@@ -55,6 +55,8 @@ def record_from_run_dir(run_dir: Path) -> dict | None:
         if key in status:
             record[key] = status[key]
     record.update(fold_events(protocol.read_events(run_dir / protocol.EVENTS_FILE)))
+    annotations = protocol.read_json(run_dir / "annotations.json", {}) or {}  # synthgap_tui/annotations.py
+    record.update({k: annotations[k] for k in ("tags", "note") if annotations.get(k)})
     results = protocol.read_json(run_dir / protocol.RESULTS_FILE)
     if isinstance(results, dict):
         record["summary"] = results

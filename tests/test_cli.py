@@ -154,3 +154,25 @@ def test_diff_prints_the_fields_two_runs_differ_in_and_show_has_provenance(tmp_p
     shown = run_cli("show", "a", "--json", ws=ws)
     assert json.loads(shown.stdout)["provenance"]["libraries"]["torch"] == "2.14.1"
     assert 'libraries.torch = "2.14.1"' in run_cli("show", "a", ws=ws).stdout
+
+
+def test_tags_and_notes_survive_a_rebuild_and_reach_ls_and_exports(tmp_path):
+    import csv
+
+    from tui_fixtures import build_workspace
+
+    ws = build_workspace(tmp_path / "ws")
+    out = run_cli("tag", "real-only", "synth-only", "+baseline", "+sd14", ws=ws.root)
+    assert out.returncode == 0 and out.stdout.count("tags: baseline sd14") == 2
+    assert run_cli("tag", "synth-only", "-sd14", "nope", ws=ws.root).returncode == 1  # nope: no such run
+    assert run_cli("note", "real-only", "the reference [ImageNet-100] run", ws=ws.root).returncode == 0
+    tagged = json.loads(run_cli("ls", "--tag", "baseline", "--json", ws=ws.root).stdout)
+    assert sorted(r["name"] for r in tagged) == ["real-only", "synth-only"]
+    assert json.loads(run_cli("ls", "--tag", "sd14", "--json", ws=ws.root).stdout)[0]["name"] == "real-only"
+    assert run_cli("db", "rebuild", ws=ws.root).returncode == 0  # the run folders keep them
+    shown = json.loads(run_cli("show", "real-only", "--json", ws=ws.root).stdout)["record"]
+    assert shown["tags"] == ["baseline", "sd14"] and shown["note"] == "the reference [ImageNet-100] run"
+    assert run_cli("export", "-e", "layer-freeze", "--out", str(tmp_path / "out"), ws=ws.root).returncode == 0
+    rows = {r["run"]: r for r in csv.DictReader((tmp_path / "out" / "results.csv").open())}
+    assert rows["real-only"]["tags"] == "baseline sd14" and rows["real-only"]["note"].startswith("the reference")
+    assert run_cli("tag", "real-only", ws=ws.root).returncode == 1  # no +tag or -tag

@@ -274,3 +274,29 @@ def test_palette_commands_rebuild_the_index_and_stop_the_supervisor(fixture_ws):
             await wait_until(pilot, lambda: any("not running" in n.message for n in app._notifications),
                              what="told the supervisor was not running")
     asyncio.run(go())
+
+
+def test_tags_and_a_note_from_the_app(fixture_ws):
+    from synthgap_tui.screens.prompt import PromptScreen
+
+    async def go():
+        app = app_for(fixture_ws)
+        async with app.run_test(size=(100, 30)) as pilot:
+            runs = app.screen
+            await wait_until(pilot, lambda: runs.query_one("#runs").row_count == 13, what="13 rows")
+            await pilot.press("t")
+            assert isinstance(app.screen, PromptScreen)
+            await pilot.press(*"+keep", "enter")
+            target = runs.selected_run_id()
+            await wait_until(pilot, lambda: RunStore(fixture_ws).get(target).get("tags") == ["keep"], what="tagged")
+            await pilot.press("n")
+            await pilot.press(*"lr too high", "ctrl+s")
+            await wait_until(pilot, lambda: RunStore(fixture_ws).get(target).get("note") == "lr too high",
+                             what="note saved")
+            await pilot.press("slash", *"tag:keep", "enter")
+            await wait_until(pilot, lambda: runs.query_one("#runs").row_count == 1, what="filtered by tag")
+            app.open_run(target)
+            await wait_until(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.query("#run-title") and
+                             "lr too high" in str(app.screen.query_one("#run-title").render()), what="note shown")
+            assert "#keep" in str(app.screen.query_one("#run-title").render())
+    asyncio.run(go())

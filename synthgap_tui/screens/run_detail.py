@@ -21,6 +21,7 @@ from runners import kinds, protocol
 from runners.kinds import Chart
 from synthgap_tui import formatting as fm
 from synthgap_tui import rundiff
+from synthgap_tui.annotations import FILE as ANNOTATIONS_FILE
 from synthgap_tui.tail import RunHistory, tail_lines
 from synthgap_tui.widgets.charts import LineChart
 
@@ -51,6 +52,8 @@ class RunScreen(Screen):
         Binding("r", "resume_run", "Resume"),
         Binding("R", "retry_run", "Retry"),
         Binding("f", "next_epoch_field", "Epoch field"),
+        Binding("t", "tag_run", "Tag"),
+        Binding("n", "note_run", "Note"),
         Binding("l", "clone", "Clone to composer"),
         Binding("e", "export", "Export"),
     ]
@@ -110,15 +113,17 @@ class RunScreen(Screen):
         # say everything the screen shows.
         base = {**(self.app.store_call(lambda: self.app.store.get(self.run_id)) or {}), **self.spec_identity()}
         provenance_path = ws.run_file(self.run_id, rundiff.PROVENANCE_FILE)
+        annotations_path = ws.run_file(self.run_id, ANNOTATIONS_FILE)
         last_stdout = last_status = last_provenance = None
         while not me.is_cancelled:
             events = reader.read_new()
             record = stdout = provenance = None
             if (mtime := _mtime(provenance_path)) != last_provenance:  # written when the runner starts
                 last_provenance, provenance = mtime, protocol.read_json(provenance_path)
-            if (mtime := _mtime(status_path)) != last_status:
-                last_status = mtime
-                record = {**base, **(protocol.read_json(status_path, {}) or {})}
+            if (mtimes := (_mtime(status_path), _mtime(annotations_path))) != last_status:
+                last_status = mtimes
+                record = {**base, **(protocol.read_json(status_path, {}) or {}),
+                          **(protocol.read_json(annotations_path, {}) or {})}
             if (mtime := _mtime(stdout_path)) != last_stdout:
                 last_stdout, stdout = mtime, tail_lines(stdout_path, 200)
             self.post_message(EventsArrived(events, record, stdout, provenance))
@@ -157,8 +162,12 @@ class RunScreen(Screen):
             Text(r.get("name", self.run_id), style="bold"), Text(self.run_id, style="dim"),
             Text(state, style=fm.STATE_STYLE.get(state, "")), Text(r.get("kind", "")),
             Text(f"gpu {fm.fmt_gpus(r)}"), Text(fm.fmt_duration(fm.run_duration(r)))])
+        if r.get("tags"):
+            title.append("  " + " ".join(f"#{t}" for t in r["tags"]), style="magenta")
         if r.get("error"):
             title.append(f"\n{r['error']}", style="red")
+        if r.get("note"):
+            title.append(f"\n{r['note']}", style="italic")
         self.query_one("#run-title", Static).update(title)
         p = h.progress
         done, total = p.get("done", 0), p.get("total") or 0
@@ -220,6 +229,12 @@ class RunScreen(Screen):
 
     def action_retry_run(self) -> None:
         self.app.confirm_lifecycle("retry", [self.run_id])
+
+    def action_tag_run(self) -> None:
+        self.app.annotate("tag", [self.run_id])
+
+    def action_note_run(self) -> None:
+        self.app.annotate("note", [self.run_id])
 
     def action_clone(self) -> None:
         self.app.open_composer_for_run(self.run_id)

@@ -57,6 +57,8 @@ class RunsScreen(Screen):
         Binding("k", "cancel_run", "Cancel"),
         Binding("r", "resume_run", "Resume"),
         Binding("R", "retry_run", "Retry"),
+        Binding("t", "tag_runs", "Tag"),
+        Binding("n", "note_run", "Note"),
     ]
 
     def __init__(self) -> None:
@@ -71,7 +73,7 @@ class RunsScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Input(placeholder="filter: words, state:running, kind:train,generate", id="filter")
+        yield Input(placeholder="filter: words, state:running, kind:train,generate, tag:baseline", id="filter")
         yield RunsTable(id="runs", cursor_type="row", zebra_stripes=True)
         yield GpuPanel(id="gpu-panel")
         yield Static("", id="runs-summary")
@@ -185,6 +187,12 @@ class RunsScreen(Screen):
 
     def action_retry_run(self) -> None:
         self.app.confirm_lifecycle("retry", self._targets())
+
+    def action_tag_runs(self) -> None:
+        self.app.annotate("tag", self._targets())
+
+    def action_note_run(self) -> None:
+        self.app.annotate("note", self._targets())
 
     @on(Input.Changed, "#filter")
     def filter_changed(self, event: Input.Changed) -> None:
