@@ -147,8 +147,9 @@ class SynthGapApp(App):
         self.push_screen(ConfirmScreen(f"{what} {len(run_ids)} run{'s' if len(run_ids) > 1 else ''}?", body),
                          lambda yes: self.lifecycle_action(action, run_ids) if yes else None)
 
-    def annotate(self, what: str, run_ids: list[str]) -> None:
-        """Ask for tags ('+a -b') or a note, then write them on the runs."""
+    def annotate(self, what: str, run_ids: list[str], note: str = "") -> None:
+        """Ask for tags ('+a -b') or a note (starting from ``note``, the one the
+        screen already has), then write them on the runs."""
         if not run_ids:
             return
         from synthgap_tui.screens.prompt import PromptScreen
@@ -157,8 +158,7 @@ class SynthGapApp(App):
         if what == "tag":
             screen = PromptScreen(f"Tags{many}", hint="+tag adds, -tag removes; enter applies, escape cancels")
         else:
-            current = (self.store.get(run_ids[0]) or {}).get("note") or "" if len(run_ids) == 1 else ""
-            screen = PromptScreen(f"Note{many}", current, multiline=True,
+            screen = PromptScreen(f"Note{many}", note, multiline=True,
                                   hint="ctrl+s saves (an empty note removes it), escape cancels")
         self.push_screen(screen, lambda text: self.write_annotations(what, run_ids, text) if text is not None
                          else None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def _print_json(data) -> None:
 
 
 def _print_table(header: list[str], rows: list[list[str]], title: str | None = None, keep: int = 2,
-                 styles: dict[int, callable] | None = None) -> None:
+                 styles: dict[int, Callable[[str], str]] | None = None) -> None:
     """Rows as a table. The first ``keep`` columns (ids, names) are never cut:
     on a terminal the others fold to fit; in a pipe it is plain aligned text."""
     if not sys.stdout.isatty():

@@ -234,7 +234,7 @@ class RunScreen(Screen):
         self.app.annotate("tag", [self.run_id])
 
     def action_note_run(self) -> None:
-        self.app.annotate("note", [self.run_id])
+        self.app.annotate("note", [self.run_id], self.record.get("note") or "")
 
     def action_clone(self) -> None:
         self.app.open_composer_for_run(self.run_id)

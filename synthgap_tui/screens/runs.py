@@ -192,7 +192,9 @@ class RunsScreen(Screen):
         self.app.annotate("tag", self._targets())
 
     def action_note_run(self) -> None:
-        self.app.annotate("note", self._targets())
+        targets = self._targets()
+        note = (self.runs.get(targets[0]) or {}).get("note") or "" if len(targets) == 1 else ""
+        self.app.annotate("note", targets, note)
 
     @on(Input.Changed, "#filter")
     def filter_changed(self, event: Input.Changed) -> None:
