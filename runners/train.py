@@ -373,6 +373,9 @@ def run_training(ctx: RunContext, args) -> dict:
             history.append(record)
             ctx.emit(protocol.EPOCH, **record)
             _checkpoint(ctx, student, optimizer, scheduler, device.scaler, cfg, s, epoch + 1, 0, global_step, history)
+            done_epochs = epoch_offset + epoch + 1
+            if ctx.main and cfg["save_every"] and done_epochs % cfg["save_every"] == 0:
+                atomic_torch_save(student.net.state_dict(), ctx.checkpoints / f"epoch_{done_epochs:03d}.pt")
             if ctx.stop_requested:
                 raise Cancelled("SIGTERM: stopped after an epoch")
         epoch_offset += stage.epochs

@@ -1,4 +1,4 @@
-"""Tags and a note per run: what researchers write on their runs.
+"""Tags, a note and the archived flag per run: what researchers write on their runs.
 
 Kept in the run folder (``annotations.json``, so ``db rebuild`` keeps them)
 and in the index (so the runs table filters by tag without opening folders).
@@ -22,7 +22,16 @@ def read(store: RunStore, run_id: str) -> dict:
 
 def _write(store: RunStore, run_id: str, annotations: dict) -> None:
     protocol.write_json_atomic(store.workspace.run_file(run_id, FILE), annotations)
-    store.update(run_id, tags=annotations.get("tags", []), note=annotations.get("note"))
+    store.update(run_id, tags=annotations.get("tags", []), note=annotations.get("note"),
+                 archived=annotations.get("archived"))
+
+
+def update(store: RunStore, run_id: str, **fields) -> dict:
+    """Set annotation fields (None removes one); returns the run's annotations."""
+    with store.locked():
+        annotations = {k: v for k, v in {**read(store, run_id), **fields}.items() if v is not None}
+        _write(store, run_id, annotations)
+    return annotations
 
 
 def parse_ops(tokens: list[str]) -> tuple[list[str], list[str]]:
@@ -37,15 +46,11 @@ def tag(store: RunStore, run_id: str, add: list[str] = (), remove: list[str] = (
     if bad:
         raise UserError(f"tag {bad[0]!r}: tags use letters, digits and . _ : - (no spaces)")
     with store.locked():
-        annotations = read(store, run_id)
-        tags = [t for t in annotations.get("tags", []) if t not in remove]
+        tags = [t for t in read(store, run_id).get("tags", []) if t not in remove]
         tags += [t for t in add if t not in tags]
-        _write(store, run_id, {**annotations, "tags": tags})
-    return tags
+        return update(store, run_id, tags=tags)["tags"]
 
 
 def note(store: RunStore, run_id: str, text: str) -> None:
     """Set the run's note (empty text removes it)."""
-    with store.locked():
-        annotations = {**read(store, run_id), "note": text.strip() or None}
-        _write(store, run_id, annotations)
+    update(store, run_id, note=text.strip() or None)

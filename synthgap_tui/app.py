@@ -196,6 +196,72 @@ class SynthGapApp(App):
             except StoreError as e:
                 self.call_from_thread(self.notify, str(e), severity="error")
 
+    @work(thread=True, group="annotate")
+    def archive_runs(self, run_ids: list[str], archived: bool = True) -> None:
+        from synthgap_tui import cleanup
+
+        for run_id in run_ids:
+            try:
+                self.call_from_thread(self.notify, f"{run_id}: {cleanup.archive(self.store, run_id, archived)}")
+            except UserError as e:
+                self.call_from_thread(self.notify, str(e), severity="error")
+
+    # Deleting asks first, with what it found in a worker (sizes, refusals).
+    def remove_runs(self, run_ids: list[str]) -> None:
+        if run_ids:
+            self._plan_cleanup("rm", run_ids)
+
+    def action_gc(self) -> None:
+        self._plan_cleanup("gc", None)
+
+    @work(thread=True, group="cleanup")
+    def _plan_cleanup(self, what: str, run_ids: list[str] | None) -> None:
+        from synthgap_tui import cleanup
+        from synthgap_tui.formatting import fmt_bytes
+        from synthgap_tui.supervisor import Config
+
+        try:
+            if what == "rm":
+                plan = cleanup.plan_removal(self.store, run_ids)
+                refused = "".join(f"\nkept: {run_id} {why}" for run_id, why in plan.refused.items())
+                n, size = len(plan.runs), plan.bytes
+                title, body = f"Delete {n} run(s)?", f"{fmt_bytes(size)} of run folders go for good.{refused}"
+
+                def act() -> int:
+                    return cleanup.remove(self.store, plan)
+            else:
+                keep_last = Config.load(self.workspace).gc_keep_last
+                plan = cleanup.gc(self.store, keep_last=keep_last, dry_run=True)
+                n, size = sum(len(p.files) for p in plan), sum(p.bytes for p in plan)
+                title = f"Prune {n} checkpoint file(s) of finished runs?"
+                body = (f"Frees {fmt_bytes(size)}; each run keeps its final weights"
+                        f"{' and its last checkpoint' if keep_last else ''} (synthgap gc).")
+
+                def act() -> int:
+                    return sum(p.bytes for p in cleanup.gc(self.store, [p.run_id for p in plan], keep_last))
+        except (UserError, SystemExit) as e:
+            self.call_from_thread(self.notify, str(e), severity="error", timeout=10)
+            return
+        if not n:
+            message = f"nothing deleted:{refused}" if what == "rm" else "no checkpoints to prune"
+            self.call_from_thread(self.notify, message, severity="warning" if what == "rm" else "information")
+            return
+        from synthgap_tui.screens.confirm import ConfirmScreen
+
+        self.call_from_thread(self.push_screen, ConfirmScreen(title, body),
+                              lambda yes: self._clean_up(what, act) if yes else None)
+
+    @work(thread=True, group="cleanup")
+    def _clean_up(self, what: str, act: Callable[[], int]) -> None:
+        from synthgap_tui.formatting import fmt_bytes
+
+        try:
+            freed = act()
+        except (UserError, OSError) as e:
+            self.call_from_thread(self.notify, f"{what} failed: {e}", severity="error", timeout=10)
+            return
+        self.call_from_thread(self.notify, f"freed {fmt_bytes(freed)}")
+
     @work(thread=True, group="supervisor")
     def stop_supervisor(self) -> None:
         from synthgap_tui.supervisor import stop_supervisor
@@ -228,19 +294,41 @@ class SynthGapApp(App):
             self.pop_screen()
 
     @work(thread=True, group="export")
-    def export_runs(self, run_ids: list[str], title: str) -> None:
-        from synthgap_tui import analysis
+    def export_runs(self, run_ids: list[str], title: str, fmt: str = "tables") -> None:
+        """Tables and figures (fmt "tables"), or TensorBoard / MLflow logs, into exports/<time>/."""
+        from synthgap_tui import analysis, trackers
 
         records = self.store_call(lambda: [r for r in map(self.store.get, run_ids) if r])
-        if records is None:
+        if not records:
             return
         out = self.workspace.root / "exports" / time.strftime("%Y%m%d-%H%M%S")
         try:
-            written = analysis.export(analysis.load_runs(self.workspace, records), out, title)
-        except OSError as e:
-            self.call_from_thread(self.notify, f"export failed: {e}", severity="error")
+            if fmt == "tables":
+                written = analysis.export(analysis.load_runs(self.workspace, records), out, title)
+                message = f"exported {len(written)} files to {out}"
+            else:
+                out /= "mlruns" if fmt == "mlflow" else "tensorboard"
+                trackers.export(self.workspace, records, out, fmt)
+                message = f"exported {len(records)} run(s); open with: {trackers.how_to_open(fmt, out)}"
+        except (OSError, UserError) as e:
+            self.call_from_thread(self.notify, f"export failed: {e}", severity="error", timeout=10)
             return
-        self.call_from_thread(self.notify, f"exported {len(written)} files to {out}", timeout=8)
+        self.call_from_thread(self.notify, message, timeout=10)
+
+    def _export_to(self, fmt: str) -> None:
+        """The runs the screen shows: compared runs, the open run, or marked / under the cursor."""
+        screen = self.screen
+        ids = list(getattr(screen, "run_ids", None) or ([screen.run_id] if hasattr(screen, "run_id") else [])
+                   or (screen.targets() if isinstance(screen, RunsScreen) else []))
+        if not ids:
+            self.notify("mark runs with space, or open a run or a comparison first")
+            return
+        self.export_runs(ids, f"{len(ids)} runs", fmt)
+
+    def _set_filter(self, text: str) -> None:
+        while not isinstance(self.screen, RunsScreen):
+            self.pop_screen()
+        self.screen.query_one("#filter").value = text
 
     def action_save_screen(self) -> None:
         out = self.workspace.root / "exports"
@@ -258,6 +346,13 @@ class SynthGapApp(App):
         yield SystemCommand("Screenshot", "Save an SVG of the screen to exports/ (F12)", self.action_save_screen)
         yield SystemCommand("Rebuild the run index", "Recreate runs.json from the run folders (synthgap db rebuild)",
                             self.rebuild_index)
+        for fmt, tool in (("tensorboard", "TensorBoard"), ("mlflow", "MLflow")):
+            yield SystemCommand(f"Export to {tool}", f"The marked, open or compared runs' curves as {tool} logs "
+                                f"(synthgap export --format {fmt})", lambda f=fmt: self._export_to(f))
+        yield SystemCommand("Prune checkpoints", "Delete checkpoints of finished runs, keeping final weights "
+                            "(synthgap gc)", self.action_gc)
+        yield SystemCommand("Show archived runs", "Filter the runs table to archived runs (archived:yes)",
+                            lambda: self._set_filter("archived:yes"))
         yield SystemCommand("Stop the supervisor", "The queue stops moving; running runs keep going "
                             "(synthgap supervisor stop)", self.stop_supervisor)
         from synthgap_tui.presets import list_presets

@@ -73,10 +73,14 @@ def _print_table(header: list[str], rows: list[list[str]], title: str | None = N
 
 # -- ls / show ----------------------------------------------------------------
 def cmd_ls(args) -> int:
+    from synthgap_tui.runfilter import RunFilter
+
     store = _store(args)
-    runs = store.list(state=args.status, kind=args.kind, experiment=args.experiment)
-    if args.tag:
-        runs = [r for r in runs if args.tag in (r.get("tags") or [])]
+    query = RunFilter.parse(" ".join(args.query))
+    flags = {"state": args.status, "kind": args.kind, "experiment": args.experiment}
+    everything = store.list()
+    runs = [r for r in everything if query.matches(r) and all(v is None or r.get(k) == v for k, v in flags.items())
+            and (not args.tag or args.tag in (r.get("tags") or []))]
     if args.json:
         _print_json(runs)
         return 0
@@ -85,8 +89,12 @@ def cmd_ls(args) -> int:
     if not runs:
         filters = [f"--{k} {v}" for k, v in (("status", args.status), ("kind", args.kind),
                                             ("experiment", args.experiment), ("tag", args.tag)) if v]
-        if filters and store.list():
-            _console().print(f"No run matches {' '.join(filters)}.", markup=False)
+        filters += args.query
+        if filters and everything:
+            unknown = query.unknown_keys(everything)
+            _console().print(f"No run matches {' '.join(filters)}."
+                             + (f" No run has a field {', '.join(map(repr, unknown))}." if unknown else ""),
+                             markup=False)
         else:
             _console().print("No runs yet. Submit an experiment with `synthgap submit SPEC.toml` "
                              "or try `synthgap demo`.", markup=False)
@@ -123,7 +131,7 @@ def cmd_show(args) -> int:
     store = _store(args)
     run_id = store.resolve(args.run)
     record = store.get(run_id)
-    from synthgap_tui import rundiff
+    from synthgap_tui import cleanup, rundiff
 
     run_dir = store.workspace.run_dir(run_id)
     info = {
@@ -132,6 +140,7 @@ def cmd_show(args) -> int:
         "status": protocol.read_json(run_dir / protocol.STATUS_FILE),
         "results": protocol.read_json(run_dir / protocol.RESULTS_FILE),
         "provenance": rundiff.provenance(store.workspace, run_id),
+        "disk_bytes": cleanup.disk_use(run_dir),
         "paths": {name: str(run_dir / name) for name in (
             "", protocol.SPEC_FILE, protocol.STATUS_FILE, protocol.EVENTS_FILE,
             protocol.STDOUT_FILE, protocol.RESULTS_FILE, protocol.CHECKPOINT_DIR)},
@@ -149,8 +158,11 @@ def cmd_show(args) -> int:
     where = ""
     if record["state"] in protocol.ACTIVE_STATES and (info["status"] or {}).get("handle"):
         where = "  " + launchers.of_status(info["status"])[0].describe(info["status"]["handle"])
+    from synthgap_tui.formatting import fmt_bytes
+
     console.print(f"state {_state_markup(record['state'])}  kind {record.get('kind')}  "
-                  f"experiment {escape(record.get('experiment', '-'))}{escape(where)}")
+                  f"experiment {escape(record.get('experiment', '-'))}{escape(where)}  "
+                  f"disk {fmt_bytes(info['disk_bytes'])}" + ("  [dim](archived)[/]" if record.get("archived") else ""))
     if record.get("error"):
         console.print(f"[red]error:[/] {escape(record['error'])}")
     if info["provenance"]:
@@ -166,7 +178,10 @@ def cmd_show(args) -> int:
 def cmd_db_rebuild(args) -> int:
     store = _store(args)
     n = store.rebuild()
-    _console().print(f"Rebuilt {store.path} from {n} run director{'y' if n == 1 else 'ies'}.", markup=False)
+    if args.json:
+        _print_json({"index": str(store.path), "runs": n})
+    else:
+        _console().print(f"Rebuilt {store.path} from {n} run director{'y' if n == 1 else 'ies'}.", markup=False)
     return 0
 
 
@@ -176,12 +191,15 @@ def cmd_doctor(args) -> int:
 
     from synthgap_tui.doctor import run_checks
 
+    checks = list(run_checks(Workspace.at(args.workspace)))
+    failures = sum(c.level == "FAIL" for c in checks)
+    if args.json:
+        _print_json([{"level": c.level, "name": c.name, "message": c.message} for c in checks])
+        return 1 if failures else 0
     console = _console()
-    failures = 0
-    for check in run_checks(Workspace.at(args.workspace)):
+    for check in checks:
         style = {"OK": "green", "WARN": "yellow", "FAIL": "red"}[check.level]
         console.print(f"[{style}]{check.level:<4}[/] {check.name:<12} {escape(check.message)}")
-        failures += check.level == "FAIL"
     return 1 if failures else 0
 
 
@@ -315,6 +333,74 @@ def cmd_retry(args) -> int:
     return _requeue(args, resume=False)
 
 
+def _confirm(question: str, yes: bool) -> None:
+    """Ask on a terminal; refuse in a pipe unless --yes (nothing is changed)."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise UserError(f"{question} Not a terminal: pass --yes to confirm.")
+    if input(f"{question} [y/N] ").strip().lower() not in ("y", "yes"):
+        raise UserError("nothing was changed")
+
+
+def cmd_rm(args) -> int:
+    """Delete runs (folders and index entries)."""
+    from synthgap_tui import cleanup
+    from synthgap_tui.formatting import fmt_bytes
+
+    store = _store(args)
+    ids = [store.resolve(ref) for ref in args.runs]
+    plan = cleanup.plan_removal(store, ids, force=args.force)
+    for run_id, why in plan.refused.items():
+        print(f"synthgap: {run_id} {why}", file=sys.stderr)
+    freed = 0
+    if plan.runs:
+        names = ", ".join(r.get("name", r["id"]) for r in plan.runs[:5]) + (" …" if len(plan.runs) > 5 else "")
+        _confirm(f"Delete {len(plan.runs)} run(s) ({names}), {fmt_bytes(plan.bytes)}?", args.yes)
+        freed = cleanup.remove(store, plan)
+    if args.json:
+        _print_json({"removed": [r["id"] for r in plan.runs], "refused": plan.refused, "bytes_freed": freed})
+    elif plan.runs:
+        _console().print(f"Removed {len(plan.runs)} run(s); freed {fmt_bytes(freed)}.", markup=False)
+    return 1 if plan.refused else 0
+
+
+def cmd_archive(args) -> int:
+    from synthgap_tui import cleanup
+
+    return _each_run(args, lambda store, run_id: cleanup.archive(store, run_id, archived=not args.undo))
+
+
+def cmd_gc(args) -> int:
+    """Prune checkpoints of finished runs."""
+    from synthgap_tui import cleanup
+    from synthgap_tui.formatting import fmt_bytes
+    from synthgap_tui.supervisor import Config
+
+    store = _store(args)
+    keep_last = Config.load(store.workspace).gc_keep_last if args.keep is None else args.keep == "last"
+    ids = [store.resolve(ref) for ref in args.runs] or None
+    pruned = cleanup.gc(store, ids, keep_last=keep_last, dry_run=True)
+    total = sum(p.bytes for p in pruned)
+    files = sum(len(p.files) for p in pruned)
+    if files and not args.dry_run:
+        _confirm(f"Delete {files} checkpoint file(s) of {sum(bool(p.files) for p in pruned)} finished run(s), "
+                 f"{fmt_bytes(total)}?", args.yes)
+        pruned = cleanup.gc(store, [p.run_id for p in pruned], keep_last=keep_last)
+    if args.json:
+        _print_json({"dry_run": args.dry_run, "bytes_freed": 0 if args.dry_run else total,
+                     "runs": [{"id": p.run_id, "files": [str(f) for f in p.files], "bytes": p.bytes}
+                              for p in pruned if p.files]})
+        return 0
+    for p in pruned:
+        if p.files:
+            _console().print(f"{p.run_id}: {len(p.files)} file(s), {fmt_bytes(p.bytes)}", markup=False)
+    verb = "would free" if args.dry_run else "freed"
+    _console().print(f"{verb} {fmt_bytes(0 if not files else total)} "
+                     f"(kept final weights{' and last checkpoints' if keep_last else ''})", markup=False)
+    return 0
+
+
 def cmd_logs(args) -> int:
     import time
 
@@ -344,14 +430,19 @@ def cmd_supervisor(args) -> int:
 
     ws = _workspace(args)
     if args.action == "start":
-        started = ensure_supervisor(ws)
-        _console().print("supervisor started" if started else "supervisor already running")
+        done = ensure_supervisor(ws)
+        message = "supervisor started" if done else "supervisor already running"
     elif args.action == "stop":
-        stopped = stop_supervisor(ws)
-        _console().print("supervisor stopped; runs keep going and a submit starts it again" if stopped
-                         else "supervisor was not running")
+        done = stop_supervisor(ws)
+        message = ("supervisor stopped; runs keep going and a submit starts it again" if done
+                   else "supervisor was not running")
     else:
-        _console().print("running" if is_running(ws) else "not running (it starts with the next submit)")
+        done = is_running(ws)
+        message = "running" if done else "not running (it starts with the next submit)"
+    if args.json:
+        _print_json({"running": is_running(ws), "message": message})
+    else:
+        _console().print(message, markup=False)
     return 0
 
 
@@ -421,6 +512,18 @@ def cmd_export(args) -> int:
     if not records:
         raise UserError(f"no runs in experiment {args.experiment!r}")
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    if args.format != "tables":
+        from synthgap_tui import trackers
+
+        out = Path(args.out) if args.out else store.workspace.root / "exports" / stamp / (
+            "mlruns" if args.format == "mlflow" else "tensorboard")
+        written = trackers.export(store.workspace, records, out, args.format)
+        if args.json:
+            _print_json([str(p) for p in written])
+        else:
+            _console().print(f"wrote {len(records)} run(s) to {out}; open with: "
+                             f"{trackers.how_to_open(args.format, out)}", markup=False)
+        return 0
     out = Path(args.out) if args.out else store.workspace.root / "exports" / stamp
     written = analysis.export(analysis.load_runs(store.workspace, records), out,
                               args.experiment or f"{len(records)} runs")
@@ -473,7 +576,11 @@ def cmd_note(args) -> int:
     if text is None:
         text = _edit((store.get(run_id) or {}).get("note") or "")
     annotations.note(store, run_id, text)
-    _console().print(f"{run_id}: " + ("note saved" if text.strip() else "note removed"), markup=False)
+    message = "note saved" if text.strip() else "note removed"
+    if args.json:
+        _print_json({"id": run_id, "note": text.strip() or None, "message": message})
+    else:
+        _console().print(f"{run_id}: {message}", markup=False)
     return 0
 
 
@@ -541,6 +648,55 @@ def cmd_kinds(args) -> int:
     return 0
 
 
+# Completion functions the scripts call for words only the workspace knows:
+# `synthgap completion --words runs` prints them (the default workspace, or $SYNTHGAP_HOME).
+_COMPLETE_PREAMBLE = {
+    "bash": """
+_synthgap_words() { synthgap completion --words "$1" 2>/dev/null; }
+_synthgap_runs() { compgen -W "$(_synthgap_words runs)" -- "$1"; }
+_synthgap_presets() { compgen -W "$(_synthgap_words presets)" -- "$1"; }
+_synthgap_kinds() { compgen -W "$(_synthgap_words kinds)" -- "$1"; }
+""",
+    "zsh": """
+_synthgap_runs() { local -a w; w=(${(f)"$(synthgap completion --words runs 2>/dev/null)"}); compadd -a w; }
+_synthgap_presets() { local -a w; w=(${(f)"$(synthgap completion --words presets 2>/dev/null)"}); compadd -a w; }
+_synthgap_kinds() { local -a w; w=(${(f)"$(synthgap completion --words kinds 2>/dev/null)"}); compadd -a w; }
+""",
+}
+
+
+def _completion_words(args, what: str) -> list[str]:
+    if what == "presets":
+        from synthgap_tui.presets import list_presets
+
+        return [p.name for p in list_presets()]
+    if what == "kinds":
+        from runners import kinds
+
+        return list(kinds.all_kinds())
+    ws = Workspace.at(args.workspace)
+    if not ws.index_path.exists():
+        return []
+    runs = RunStore(ws).list()
+    return [r["id"] for r in runs] + sorted({r["name"] for r in runs if r.get("name")})
+
+
+def cmd_completion(args) -> int:
+    """Print the shell completion script (or, for the scripts, the words to complete)."""
+    if args.words:
+        sys.stdout.write("".join(f"{w}\n" for w in _completion_words(args, args.words)))
+        return 0
+    import shtab
+
+    sys.stdout.write(shtab.complete(build_parser(), args.shell, preamble=_COMPLETE_PREAMBLE.get(args.shell, "")))
+    return 0
+
+
+def _completes(action: argparse.Action, what: str) -> None:
+    """Mark a positional for shtab: it completes with the preamble's _synthgap_<what>."""
+    action.complete = {"bash": f"_synthgap_{what}", "zsh": f"_synthgap_{what}"}
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -574,7 +730,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.register("action", "parsers", _Subcommands)
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
-    p = sub.add_parser("ls", help="list runs")
+    p = sub.add_parser("ls", help="list runs (archived ones with archived:all)",
+                       description="List runs. QUERY words are the runs screen's filter: words, state:S, "
+                       "kind:K, tag:T, archived:yes|all, and field expressions such as 'freeze_layers>=8' "
+                       "'arch=resnet50' 'top1>70' 'experiment~mtg' (quote them: > is the shell's).")
+    p.add_argument("query", nargs="*", metavar="QUERY", help="filter words and FIELD OP VALUE expressions")
     p.add_argument("--json", action="store_true", help="print JSON only")
     p.add_argument("--status", choices=protocol.STATES, help="only runs in this state")
     p.add_argument("--kind", help="only runs of this kind (train, generate, …)")
@@ -583,16 +743,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ls)
 
     p = sub.add_parser("show", help="spec, status, summary and paths of one run")
-    p.add_argument("run", help="run id, id prefix or run name")
+    _completes(p.add_argument("run", help="run id, id prefix or run name"), "runs")
     p.add_argument("--json", action="store_true", help="print JSON only")
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("db", help="maintain the run index")
     dbsub = p.add_subparsers(title="db commands", metavar="ACTION", required=True)
     q = dbsub.add_parser("rebuild", help="recreate runs.json from the run directories")
+    q.add_argument("--json", action="store_true", help="print JSON only")
     q.set_defaults(func=cmd_db_rebuild)
 
     p = sub.add_parser("doctor", help="check Python, torch/CUDA, diffusers, NVML and disk")
+    p.add_argument("--json", action="store_true", help="print JSON only")
     p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("submit", help="queue the runs of an experiment spec (TOML)")
@@ -602,7 +764,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("presets", help="the papers' experiments as specs to copy and edit")
-    p.add_argument("name", nargs="?", help="print (or --out) this preset")
+    _completes(p.add_argument("name", nargs="?", help="print (or --out) this preset"), "presets")
     p.add_argument("--out", metavar="FILE", help="write the preset to FILE")
     p.add_argument("--force", action="store_true", help="overwrite FILE")
     p.add_argument("--json", action="store_true", help="print JSON only")
@@ -613,18 +775,42 @@ def build_parser() -> argparse.ArgumentParser:
             ("resume", cmd_resume, "continue ended runs from their last checkpoint"),
             ("retry", cmd_retry, "run ended runs again from scratch (old files kept in attempts/)")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("runs", nargs="+", metavar="RUN")
+        _completes(p.add_argument("runs", nargs="+", metavar="RUN"), "runs")
         p.add_argument("--json", action="store_true", help="print each run's outcome as JSON")
         p.set_defaults(func=func)
 
+    p = sub.add_parser("rm", help="delete ended runs (refuses active runs and runs others depend on)")
+    _completes(p.add_argument("runs", nargs="+", metavar="RUN"), "runs")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask")
+    p.add_argument("--force", action="store_true", help="also delete runs that other runs depend on")
+    p.add_argument("--json", action="store_true", help="print JSON only")
+    p.set_defaults(func=cmd_rm)
+
+    p = sub.add_parser("archive", help="hide runs from ls and the app without deleting them")
+    _completes(p.add_argument("runs", nargs="+", metavar="RUN"), "runs")
+    p.add_argument("--undo", action="store_true", help="show them again")
+    p.add_argument("--json", action="store_true", help="print each run's outcome as JSON")
+    p.set_defaults(func=cmd_archive)
+
+    p = sub.add_parser("gc", help="prune checkpoints of finished runs, printing the bytes freed")
+    _completes(p.add_argument("runs", nargs="*", metavar="RUN", help="only these runs (default: every finished run)"),
+               "runs")
+    p.add_argument("--keep", choices=("last", "final"), help="keep the last checkpoint and the final weights "
+                   "('last'), or the final weights only (default: [gc] keep_last in config.toml, else last)")
+    p.add_argument("--dry-run", action="store_true", help="only print what would go")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask")
+    p.add_argument("--json", action="store_true", help="print JSON only")
+    p.set_defaults(func=cmd_gc)
+
     p = sub.add_parser("logs", help="print a run's output")
-    p.add_argument("run")
+    _completes(p.add_argument("run"), "runs")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing until the run ends")
     p.add_argument("--events", action="store_true", help="print events.jsonl instead of stdout.log")
     p.set_defaults(func=cmd_logs)
 
     p = sub.add_parser("supervisor", help="the background process that runs the queue")
     p.add_argument("action", choices=("status", "start", "stop"), nargs="?", default="status")
+    p.add_argument("--json", action="store_true", help="print JSON only")
     p.set_defaults(func=cmd_supervisor)
 
     p = sub.add_parser("demo", help="the whole study on a CPU in minutes (workspace ~/.synthgap-demo)")
@@ -632,32 +818,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a cut-down demo (a smoke test, ~2 minutes)")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("export", help="CSV/Markdown tables and PNG/SVG figures of runs")
-    p.add_argument("runs", nargs="*", metavar="RUN")
+    p = sub.add_parser("export", help="CSV/Markdown tables and PNG/SVG figures of runs, or TensorBoard/MLflow logs")
+    _completes(p.add_argument("runs", nargs="*", metavar="RUN"), "runs")
     p.add_argument("--experiment", "-e", help="every run of this experiment")
+    p.add_argument("--format", "-f", choices=("tables", "tensorboard", "mlflow"), default="tables",
+                   help="tables and figures (default), TensorBoard event files, or an MLflow file store")
     p.add_argument("--out", metavar="DIR", help="folder to write (default: workspace/exports/<time>)")
     p.add_argument("--json", action="store_true", help="print the written paths as JSON only")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("tag", help="add (+tag) and remove (-tag) tags of runs")
-    p.add_argument("words", nargs=argparse.REMAINDER, metavar="RUN... +TAG -TAG")
+    _completes(p.add_argument("words", nargs=argparse.REMAINDER, metavar="RUN... +TAG -TAG"), "runs")
     p.add_argument("--json", action="store_true", help="print each run's outcome as JSON")
     p.set_defaults(func=cmd_tag)
 
     p = sub.add_parser("note", help="write a run's note (without TEXT: in $EDITOR)")
-    p.add_argument("run")
+    _completes(p.add_argument("run"), "runs")
     p.add_argument("text", nargs="?", help="the note; '' removes it")
+    p.add_argument("--json", action="store_true", help="print JSON only")
     p.set_defaults(func=cmd_note)
 
     p = sub.add_parser("diff", help="the spec fields and provenance in which runs differ")
-    p.add_argument("runs", nargs="+", metavar="RUN", help="two runs or more")
+    _completes(p.add_argument("runs", nargs="+", metavar="RUN", help="two runs or more"), "runs")
     p.add_argument("--json", action="store_true", help="print JSON only")
     p.set_defaults(func=cmd_diff)
 
     p = sub.add_parser("kinds", help="the run kinds and their fields")
-    p.add_argument("name", nargs="?", help="list this kind's fields")
+    _completes(p.add_argument("name", nargs="?", help="list this kind's fields"), "kinds")
     p.add_argument("--json", action="store_true", help="print JSON only")
     p.set_defaults(func=cmd_kinds)
+
+    p = sub.add_parser("completion", help="print a shell completion script (bash, zsh, tcsh)",
+                       description="Completes commands, options, run ids and names, presets and kinds. "
+                       "Bash: synthgap completion bash > ~/.local/share/bash-completion/completions/synthgap; "
+                       "zsh: synthgap completion zsh > \"${fpath[1]}/_synthgap\".")
+    p.add_argument("shell", nargs="?", choices=("bash", "zsh", "tcsh"), default="bash")
+    p.add_argument("--words", choices=("runs", "presets", "kinds"), help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_completion)
 
     p = sub.add_parser("tui", help="open the app (the default)")
     p.set_defaults(func=cmd_tui)

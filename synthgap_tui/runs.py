@@ -126,10 +126,9 @@ def submit(exp: Experiment, store: RunStore, spec_text: str | None = None) -> li
         d.mkdir(parents=True)
         protocol.write_json_atomic(d / protocol.SPEC_FILE, spec)
         protocol.write_json_atomic(d / protocol.STATUS_FILE, {"state": protocol.QUEUED})
-    from synthgap_tui.summaries import INDEX_SPEC_KEYS
+    from synthgap_tui.summaries import index_fields
 
-    store.create_many([{**{k: s[k] for k in INDEX_SPEC_KEYS if k in s}, "state": protocol.QUEUED,
-                        "attempt": 1} for s in specs.values()])
+    store.create_many([{**index_fields(s), "state": protocol.QUEUED, "attempt": 1} for s in specs.values()])
     return [s["id"] for s in specs.values()]
 
 

@@ -187,6 +187,14 @@ class RunStore:
                     doc.update(fields)
             self._storage.write(data)
 
+    def delete_many(self, run_ids: Iterable[str]) -> None:
+        with self.locked():
+            data = self._storage.read() or {}
+            table = data.get(TABLE, {})
+            for run_id in run_ids:
+                table.pop(str(run_id_to_doc_id(run_id)), None)
+            self._storage.write(data)
+
     def list(self, **filters: Any) -> list[dict]:
         """Runs sorted by id (creation time). A filter value may be a list: any of."""
         tests = [(k, set(v) if isinstance(v, (list, tuple, set, frozenset)) else {v})

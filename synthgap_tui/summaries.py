@@ -5,10 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-from runners import protocol
+from runners import kinds, protocol
 
 # Spec keys copied into the index so the runs table needs no run directory.
 INDEX_SPEC_KEYS = ("id", "name", "experiment", "kind", "created", "depends_on", "gpus_requested")
+
+
+def index_fields(spec: dict) -> dict:
+    """What the index keeps of a spec: the keys above, and the run's parameters
+    that a filter compares (``freeze_layers>=8``): scalars, defaults included."""
+    record = {k: spec[k] for k in INDEX_SPEC_KEYS if k in spec}
+    kind = kinds.all_kinds().get(spec.get("kind"))
+    if kind is not None:
+        declared = {**kinds.COMMON, **kind.fields}
+        record["params"] = {k: v for k, v in kind.resolve(spec).items()
+                            if k in declared and isinstance(v, (str, int, float, bool))}
+    return record
 
 
 def fold_events(events: Iterable[dict], out: dict | None = None) -> dict:
@@ -48,7 +60,7 @@ def record_from_run_dir(run_dir: Path) -> dict | None:
     spec = protocol.read_json(run_dir / protocol.SPEC_FILE)
     if not isinstance(spec, dict) or spec.get("id") != run_dir.name:
         return None
-    record = {k: spec[k] for k in INDEX_SPEC_KEYS if k in spec}
+    record = index_fields(spec)
     status = protocol.read_json(run_dir / protocol.STATUS_FILE, {}) or {}
     record["state"] = status.get("state", protocol.QUEUED)
     for key in ("gpus", "started", "ended", "exit_code", "error", "attempt", "resume"):
@@ -56,7 +68,7 @@ def record_from_run_dir(run_dir: Path) -> dict | None:
             record[key] = status[key]
     record.update(fold_events(protocol.read_events(run_dir / protocol.EVENTS_FILE)))
     annotations = protocol.read_json(run_dir / "annotations.json", {}) or {}  # synthgap_tui/annotations.py
-    record.update({k: annotations[k] for k in ("tags", "note") if annotations.get(k)})
+    record.update({k: annotations[k] for k in ("tags", "note", "archived") if annotations.get(k)})
     results = protocol.read_json(run_dir / protocol.RESULTS_FILE)
     if isinstance(results, dict):
         record["summary"] = results

@@ -49,6 +49,7 @@ class Config:
     poll_seconds: float = 0.5
     launcher: str = launchers.DEFAULT  # how runs are started: "local" processes
     runners: dict[str, list[str]] = field(default_factory=dict)  # kind -> command prefix
+    gc_keep_last: bool = True  # [gc] keep_last: `synthgap gc` keeps each run's last checkpoint
 
     @classmethod
     def load(cls, ws: Workspace) -> "Config":
@@ -61,7 +62,8 @@ class Config:
         sup = data.get("supervisor", {})
         known = {k: sup[k] for k in ("gpus", "cpu_slots", "grace_seconds", "poll_seconds", "launcher")
                  if k in sup}
-        return cls(**known, runners=data.get("runners", {}))
+        return cls(**known, runners=data.get("runners", {}),
+                   gc_keep_last=bool(data.get("gc", {}).get("keep_last", True)))
 
     def command(self, kind: str) -> list[str]:
         return list(self.runners.get(kind) or [sys.executable, "-m", kinds.get(kind).runner])

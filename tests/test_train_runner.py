@@ -224,13 +224,15 @@ def test_corrupt_image_is_skipped_and_counted(data, tmp_path, augment):
 
 def test_bridged_stages_mix_and_exact_normalization(data, tmp_path):
     synth = make_dataset(tmp_path / "synth", classes=3, train_per_class=4, val_per_class=1)
-    run_dir = make_run(tmp_path, "bridged", **{**TINY, "normalization": "exact", "recipe": "plain"},
+    run_dir = make_run(tmp_path, "bridged", **{**TINY, "normalization": "exact", "recipe": "plain", "save_every": 2},
                        eval_dir=str(data / "val"),
                        stages=[{"train_dir": str(synth / "train"), "epochs": 1, "mixup": 0.2},
                                {"train_dir": str(data / "train"), "epochs": 2, "reinit_classifier": True}])
     assert run(run_dir) == 0, final(run_dir)
     epochs = [e for e in events(run_dir) if e["type"] == "epoch"]
     assert [e["stage"] for e in epochs] == [0, 1, 1]
+    # save_every counts epochs across stages: the snapshot after the second is kept beside the final model.
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["epoch_002.pt", "last.pt", "model.pt"]
     assert (synth / "train" / ".synthgap-stats.json").exists() or (data / "train" / ".synthgap-stats.json").exists()
     mixed = make_run(tmp_path, "mixed", **TINY, eval_dir=str(data / "val"),
                      mix=[{"data": "real", "dir": str(data / "train"), "weight": 1.0}, {"data": "synth", "dir": str(synth / "train"), "weight": 3.0}])

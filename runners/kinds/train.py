@@ -114,6 +114,8 @@ FIELDS = {
     "deterministic": F(bool, False, "bit-reproducible on GPUs: cudnn.benchmark and TF32 off, deterministic "
                        "algorithms (slower)"),
     "log_every": F(int, 20, "steps between train_step events", min=1),
+    "save_every": F(int, 0, "also keep the weights every N epochs as checkpoints/epoch_NNN.pt (0: only the "
+                    "last checkpoint and the final model; `synthgap gc` prunes them)", min=0),
     "max_steps_per_epoch": F(int, help="cap steps per epoch (smoke tests)", min=1),
 }
 

@@ -15,7 +15,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 from synthgap_tui import formatting as fm
 from runners.protocol import ACTIVE_STATES
 from synthgap_tui.formatting import STATE_STYLE
-from synthgap_tui.runfilter import RunFilter
+from synthgap_tui.runfilter import FilterError, RunFilter
 from synthgap_tui.widgets.gpu_panel import GpuPanel
 from synthgap_tui.widgets.runs_table import RunsTable
 
@@ -34,7 +34,8 @@ COLUMNS = (
     ("duration", "time", 6, lambda r, now: fm.fmt_duration(fm.run_duration(r, now)),
      lambda r: fm.run_duration(r) or 0),
 )
-COLUMN_KEYS = [c[0] for c in COLUMNS]
+# Shown on demand (u): sizing every run folder is disk work, done in a worker.
+DISK_COLUMN = ("disk", "disk", 9, lambda r, now: fm.fmt_bytes(r.get("disk_bytes")), lambda r: r.get("disk_bytes") or 0)
 
 
 class RunsLoaded(Message):
@@ -43,6 +44,12 @@ class RunsLoaded(Message):
     def __init__(self, runs: list[dict] | None) -> None:
         super().__init__()
         self.runs = runs
+
+
+class DiskUseMeasured(Message):
+    def __init__(self, sizes: dict[str, int]) -> None:
+        super().__init__()
+        self.sizes = sizes
 
 
 class RunsScreen(Screen):
@@ -59,6 +66,9 @@ class RunsScreen(Screen):
         Binding("R", "retry_run", "Retry"),
         Binding("t", "tag_runs", "Tag"),
         Binding("n", "note_run", "Note"),
+        Binding("a", "archive_runs", "Archive"),
+        Binding("delete", "remove_runs", "Delete"),
+        Binding("u", "toggle_disk_use", "Disk use"),
     ]
 
     def __init__(self) -> None:
@@ -68,12 +78,16 @@ class RunsScreen(Screen):
         self._last_loaded: list[dict] | None = None
         self.marked: set[str] = set()
         self.filter = RunFilter()
-        self.sort_index = COLUMN_KEYS.index("experiment")  # runs of one experiment stay together
+        self.filter_error: str | None = None
+        self.columns = list(COLUMNS)
+        self.disk_use: dict[str, int] | None = None  # run id -> bytes, while the disk column shows
+        self.sort_index = [c[0] for c in COLUMNS].index("experiment")  # runs of one experiment stay together
         self.sort_reverse = False
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Input(placeholder="filter: words, state:running, kind:train,generate, tag:baseline", id="filter")
+        yield Input(placeholder="filter: words, state:running, kind:train, tag:baseline, freeze_layers>=8, top1>70",
+                    id="filter")
         yield RunsTable(id="runs", cursor_type="row", zebra_stripes=True)
         yield GpuPanel(id="gpu-panel")
         yield Static("", id="runs-summary")
@@ -112,7 +126,7 @@ class RunsScreen(Screen):
         self.load_runs()
 
     def visible_runs(self) -> list[dict]:
-        key = COLUMNS[self.sort_index][4]
+        key = self.columns[self.sort_index][4]
         runs = [r for r in self.runs.values() if self.filter.matches(r)]
         runs.sort(key=lambda r: r["id"])
         runs.sort(key=key, reverse=self.sort_reverse)
@@ -148,21 +162,27 @@ class RunsScreen(Screen):
         counts = "  ".join(f"{n} {s}" for s, n in sorted(states.items()))
         marked = f"  |  {len(self.marked)} marked" if self.marked else ""
         empty = "" if self.runs else "No runs yet: press c to compose an experiment, or run `synthgap demo`."
-        self.query_one("#runs-summary", Static).update(
-            empty or f"{len(wanted)} of {len(self.runs)} runs  |  {counts}{marked}")
+        problem = f"filter: {self.filter_error}" if self.filter_error else ""
+        unknown = self.filter.unknown_keys(list(self.runs.values())) if self.filter.expressions and not wanted else []
+        problem = problem or (f"no run has a field {', '.join(unknown)}" if unknown else "")
+        self.query_one("#runs-summary", Static).update(Text(
+            empty or problem or f"{len(wanted)} of {len(self.runs)} runs  |  {counts}{marked}",
+            style="bold red" if problem else ""))
 
     def _update_row(self, table: DataTable, run: dict, now: float) -> None:
         """Update only the cells that changed since the last render."""
         cells = self._cells(run, now)
         old = self.shown.get(run["id"])
-        for i, (key, cell) in enumerate(zip(COLUMN_KEYS, cells)):
+        for i, (key, cell) in enumerate(zip((c[0] for c in self.columns), cells)):
             if old is None or old[i] != cell:
                 table.update_cell(run["id"], key, cell)
         self.shown[run["id"]] = cells
 
     def _cells(self, run: dict, now: float) -> list:
         # Names are Text, not str: "freeze[freeze_layers=3]" is not markup.
-        cells = [fn(run, now) for _, _, _, fn, _ in COLUMNS]
+        if self.disk_use is not None:
+            run = {**run, "disk_bytes": self.disk_use.get(run["id"])}
+        cells = [fn(run, now) for _, _, _, fn, _ in self.columns]
         if run["id"] in self.marked:
             cells[0] = Text("● " + cells[0].plain, style="bold")
         return cells
@@ -175,30 +195,75 @@ class RunsScreen(Screen):
         panel = self.query_one(GpuPanel)
         panel.display = not panel.display
 
-    def _targets(self) -> list[str]:
+    def targets(self) -> list[str]:
         current = self.selected_run_id()
         return sorted(self.marked) or ([current] if current else [])
 
     def action_cancel_run(self) -> None:
-        self.app.confirm_lifecycle("cancel", self._targets())
+        self.app.confirm_lifecycle("cancel", self.targets())
 
     def action_resume_run(self) -> None:
-        self.app.confirm_lifecycle("resume", self._targets())
+        self.app.confirm_lifecycle("resume", self.targets())
 
     def action_retry_run(self) -> None:
-        self.app.confirm_lifecycle("retry", self._targets())
+        self.app.confirm_lifecycle("retry", self.targets())
+
+    def action_archive_runs(self) -> None:
+        targets = self.targets()
+        # All archived already: the key brings them back.
+        self.app.archive_runs(targets, archived=not all(self.runs.get(t, {}).get("archived") for t in targets))
+
+    def action_remove_runs(self) -> None:
+        self.app.remove_runs(self.targets())
+
+    def action_toggle_disk_use(self) -> None:
+        if self.disk_use is None:
+            self.notify("measuring run folders…", timeout=1.5)
+            self.measure_disk_use()
+            return
+        self.disk_use = None
+        self.columns = list(COLUMNS)
+        self.sort_index = min(self.sort_index, len(COLUMNS) - 1)
+        self.query_one(DataTable).remove_column("disk")
+        self._redraw()
+
+    @work(thread=True, exclusive=True, group="disk-use")
+    def measure_disk_use(self) -> None:
+        from synthgap_tui.cleanup import run_disk_use
+
+        self.post_message(DiskUseMeasured(run_disk_use(self.app.store, list(self.runs))))
+
+    def on_disk_use_measured(self, message: DiskUseMeasured) -> None:
+        if self.disk_use is None:
+            self.query_one(DataTable).add_column(DISK_COLUMN[1], key=DISK_COLUMN[0], width=DISK_COLUMN[2])
+            self.columns = [*COLUMNS, DISK_COLUMN]
+        self.disk_use = message.sizes
+        total = sum(message.sizes.values())
+        self.notify(f"{fm.fmt_bytes(total)} in {len(message.sizes)} run folders (u hides the column)", timeout=4)
+        self._redraw()
+
+    def _redraw(self) -> None:
+        """Rebuild every row (columns changed)."""
+        self.query_one(DataTable).clear()
+        self.shown = {}
+        self.render_table()
 
     def action_tag_runs(self) -> None:
-        self.app.annotate("tag", self._targets())
+        self.app.annotate("tag", self.targets())
 
     def action_note_run(self) -> None:
-        targets = self._targets()
+        targets = self.targets()
         note = (self.runs.get(targets[0]) or {}).get("note") or "" if len(targets) == 1 else ""
         self.app.annotate("note", targets, note)
 
     @on(Input.Changed, "#filter")
     def filter_changed(self, event: Input.Changed) -> None:
-        self.filter = RunFilter.parse(event.value)
+        # A half-typed expression ("top1>") keeps the last good filter and says why.
+        try:
+            self.filter, self.filter_error = RunFilter.parse(event.value), None
+        except FilterError as e:
+            self.filter_error = str(e)
+        event.input.set_class(self.filter_error is not None, "-invalid")
         self.render_table()
 
     @on(Input.Submitted, "#filter")
@@ -207,7 +272,7 @@ class RunsScreen(Screen):
 
     @on(DataTable.HeaderSelected)
     def header_selected(self, event: DataTable.HeaderSelected) -> None:
-        index = COLUMN_KEYS.index(str(event.column_key.value))
+        index = [c[0] for c in self.columns].index(str(event.column_key.value))
         self.sort_reverse = not self.sort_reverse if index == self.sort_index else False
         self.sort_index = index
         self.render_table()
@@ -226,9 +291,9 @@ class RunsScreen(Screen):
         self.query_one(DataTable).focus()
 
     def action_cycle_sort(self) -> None:
-        self.sort_index = (self.sort_index + 1) % len(COLUMNS)
+        self.sort_index = (self.sort_index + 1) % len(self.columns)
         self.sort_reverse = False
-        self.notify(f"sorted by {COLUMNS[self.sort_index][1]}", timeout=1.5)
+        self.notify(f"sorted by {self.columns[self.sort_index][1]}", timeout=1.5)
         self.render_table()
 
     def action_toggle_mark(self) -> None:

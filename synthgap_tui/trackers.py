@@ -1,0 +1,138 @@
+"""Runs exported to the tools researchers already use: TensorBoard event files
+(``tensorboard --logdir``) and an MLflow file store (``mlruns/``).
+
+A run's curves are the numeric fields of the events its kind charts
+(train_step, epoch, progress), against the chart's x (step, epoch, done), as
+``event/field``; results, parameters, tags and the note go where each tool
+keeps them. tensorboard and mlflow-skinny are the ``trackers`` extra: they
+are imported here only, when an export asks for them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from runners import kinds, protocol
+from synthgap_tui.errors import UserError
+from synthgap_tui.workspace import Workspace
+
+FORMATS = ("tensorboard", "mlflow")
+AXES = {"t", "epoch", "step", "stage", "done", "total"}  # event fields that place a point, not curves
+MLFLOW_PARAM_LIMIT = 6000  # characters MLflow keeps of a parameter value
+_MLFLOW_STATUS = {protocol.FINISHED: "FINISHED", protocol.FAILED_STATE: "FAILED",
+                  protocol.CANCELLED_STATE: "KILLED", protocol.LOST: "FAILED"}
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def curves(ws: Workspace, record: dict) -> dict[str, list[tuple[int, float, float]]]:
+    """``{"epoch/top1": [(step, value, wall time), …], …}`` of one run."""
+    kind = kinds.all_kinds().get(record.get("kind"))
+    x_of = {chart.event: chart.x for chart in (kind.charts if kind else ())}
+    x_of.setdefault(protocol.EPOCH, "epoch")
+    out: dict[str, list[tuple[int, float, float]]] = {}
+    for event in protocol.read_events(ws.events_path(record["id"])):
+        x = x_of.get(event["type"])
+        step = _number(event.get(x)) if x else None
+        if step is None:
+            continue
+        for key, value in event.items():
+            value = _number(value)
+            if value is not None and key not in AXES:
+                out.setdefault(f"{event['type']}/{key}", []).append((int(step), value, event.get("t", 0.0)))
+    return out
+
+
+def _import(module: str):
+    try:
+        return __import__(module, fromlist=["_"])
+    except ImportError:
+        raise UserError(f"exporting to {module.split('.')[0]} needs it installed: "
+                        "pip install 'synthgap[trackers]'") from None
+
+
+def _run_label(record: dict) -> str:
+    name = re.sub(r"[^\w.=,-]+", "_", record.get("name", record["id"])).strip("_")
+    return f"{name}-{record['id']}"
+
+
+def to_tensorboard(ws: Workspace, records: list[dict], out: Path) -> list[Path]:
+    """One log folder per run (``<name>-<id>``) under ``out``."""
+    Writer = _import("tensorboard.summary").Writer
+    written = []
+    for record in records:
+        logdir = out / _run_label(record)
+        writer = Writer(str(logdir))
+        try:
+            for tag, points in curves(ws, record).items():
+                for step, value, _ in points:
+                    writer.add_scalar(tag, value, step=step)
+            for key, value in (record.get("summary") or {}).items():
+                if _number(value) is not None:
+                    writer.add_scalar(f"results/{key}", _number(value), step=0)
+        finally:
+            writer.close()
+        written.append(logdir)
+    return written
+
+
+def to_mlflow(ws: Workspace, records: list[dict], out: Path) -> Path:
+    """An MLflow file store at ``out``: one MLflow experiment per SynthGap
+    experiment, one MLflow run per run (params, metric histories, results as
+    metrics, tags, the note as the run's description)."""
+    # MLflow 3 keeps the file store in maintenance mode behind this switch;
+    # a folder of files is what fits a run directory and needs no server.
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    tracking = _import("mlflow.tracking")
+    entities = _import("mlflow.entities")
+    client = tracking.MlflowClient(tracking_uri=out.resolve().as_uri())
+    experiments: dict[str, str] = {}
+    for record in records:
+        name = record.get("experiment") or "synthgap"
+        if name not in experiments:
+            found = client.get_experiment_by_name(name)
+            experiments[name] = found.experiment_id if found else client.create_experiment(name)
+        tags = {"synthgap.id": record["id"], "synthgap.kind": record.get("kind", ""),
+                "synthgap.state": record["state"], **{f"tag.{t}": "true" for t in record.get("tags") or []}}
+        if record.get("note"):
+            tags["mlflow.note.content"] = record["note"]
+        start = record.get("started") or record.get("created") or 0
+        run = client.create_run(experiments[name], start_time=int(start * 1000), tags=tags,
+                                run_name=record.get("name", record["id"]))
+        run_id = run.info.run_id
+        spec = protocol.read_json(ws.run_file(record["id"], protocol.SPEC_FILE), {}) or {}
+        params = {**{k: v for k, v in spec.items() if isinstance(v, (str, int, float, bool))},
+                  **(record.get("params") or {})}
+        metrics = [entities.Metric(tag.replace("/", "."), value, int(t * 1000), step)
+                   for tag, points in curves(ws, record).items() for step, value, t in points]
+        metrics += [entities.Metric(f"results.{k}", _number(v), int((record.get("ended") or start) * 1000), 0)
+                    for k, v in (record.get("summary") or {}).items() if _number(v) is not None]
+        param_list = [entities.Param(k, str(v)[:MLFLOW_PARAM_LIMIT]) for k, v in sorted(params.items())]
+        # log_batch takes at most 1000 metrics and 100 params per call.
+        for i in range(0, len(metrics), 1000):
+            client.log_batch(run_id, metrics=metrics[i:i + 1000])
+        for i in range(0, len(param_list), 100):
+            client.log_batch(run_id, params=param_list[i:i + 100])
+        if record["state"] in _MLFLOW_STATUS:
+            end = record.get("ended")
+            client.set_terminated(run_id, _MLFLOW_STATUS[record["state"]],
+                                  end_time=int(end * 1000) if end else None)
+    return out
+
+
+def export(ws: Workspace, records: list[dict], out: Path, fmt: str) -> list[Path]:
+    """Write ``records`` in ``fmt`` under ``out``; returns what was written."""
+    out.mkdir(parents=True, exist_ok=True)
+    if fmt == "tensorboard":
+        return to_tensorboard(ws, records, out)
+    return [to_mlflow(ws, records, out)]
+
+
+def how_to_open(fmt: str, out: Path) -> str:
+    if fmt == "tensorboard":
+        return f"tensorboard --logdir {out}"
+    return f"MLFLOW_ALLOW_FILE_STORE=true mlflow ui --backend-store-uri {out.resolve().as_uri()}"
