@@ -34,9 +34,10 @@ def _resolve(exp: Experiment, ids: dict[str, str]) -> tuple[dict[str, dict], lis
     for run in exp.runs:
         spec = {
             "id": ids[run.name], "name": run.name, "experiment": exp.name, "kind": run.kind,
-            "created": now, "depends_on": [ids[d] for d in run.deps],
-            "gpus_requested": run.params.get("gpus", 1), "sweep": run.sweep_values,
+            "created": now, "gpus_requested": run.params.get("gpus", 1), "sweep": run.sweep_values,
             "spec_file": exp.source, **copy.deepcopy(run.params),
+            # Run ids, whether the spec wrote depends_on or a reference implied it.
+            "depends_on": [ids[d] for d in run.deps],
         }
         for key, f in kinds.get(run.kind).fields.items():
             if f.path and isinstance(spec.get(key), str) and looks_like_path(spec[key]):
@@ -164,7 +165,7 @@ def set_state(store: RunStore, run_id: str, state: str, **fields) -> None:
 
 
 STATUS_KEYS = {"launcher", "handle", "gpus", "exit_code", "started", "ended", "error", "attempt", "resume",
-               "cancel_requested"}
+               "cancel_requested", "where"}
 
 
 def blocking(runs: list[dict]) -> dict[str, str | None]:

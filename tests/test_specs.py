@@ -105,6 +105,16 @@ def test_sweep_expands_and_dependencies_order_runs():
     assert exp.run("gen").params["guidance_scale"] == 2
 
 
+def test_an_explicit_depends_on_becomes_run_ids_in_spec_json(tmp_path):
+    from synthgap_tui.runs import plan
+    from synthgap_tui.workspace import Workspace
+
+    exp = expand("[runs.a]\nkind = 'train'\ntrain = 'real'\neval = 'real'\n"
+                 "[runs.b]\nkind = 'train'\ntrain = 'real'\neval = 'real'\ndepends_on = ['a']\n")
+    specs, _ = plan(exp, Workspace(tmp_path))
+    assert specs["b"]["depends_on"] == [specs["a"]["id"]]
+
+
 def test_swept_dependency_matches_by_shared_sweep_values():
     exp = expand(
         "[runs.pre]\nkind = 'train'\ntrain = 'synth'\neval = 'real'\n[runs.pre.sweep]\nseed = [0, 1]\n"
