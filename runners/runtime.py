@@ -43,6 +43,9 @@ class RunContext:
         self.checkpoints.mkdir(exist_ok=True)
         self.stop_requested = False
         signal.signal(signal.SIGTERM, self._on_sigterm)
+        # Slurm's warning before a time limit or a preemption (submitit asks for USR2):
+        # the same orderly stop; the job is requeued and the run resumes.
+        signal.signal(signal.SIGUSR2, self._on_sigterm)
 
     def _on_sigterm(self, *_):
         # Finish the current step, save, and stop: handled by the loop.

@@ -152,14 +152,15 @@ def cmd_show(args) -> int:
     from rich.markup import escape
 
     from synthgap_tui import launchers
+    from synthgap_tui.formatting import fmt_bytes, fmt_where
 
     console = _console()
     console.print(f"[bold]{escape(record.get('name', run_id))}[/]  {run_id}")
     where = ""
-    if record["state"] in protocol.ACTIVE_STATES and (info["status"] or {}).get("handle"):
+    if record.get("where"):
+        where = "  " + fmt_where(record)
+    elif record["state"] in protocol.ACTIVE_STATES and (info["status"] or {}).get("handle"):
         where = "  " + launchers.of_status(info["status"])[0].describe(info["status"]["handle"])
-    from synthgap_tui.formatting import fmt_bytes
-
     console.print(f"state {_state_markup(record['state'])}  kind {record.get('kind')}  "
                   f"experiment {escape(record.get('experiment', '-'))}{escape(where)}  "
                   f"disk {fmt_bytes(info['disk_bytes'])}" + ("  [dim](archived)[/]" if record.get("archived") else ""))

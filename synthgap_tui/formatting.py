@@ -59,6 +59,12 @@ def fmt_top1(run: dict) -> str:
 
 
 def fmt_gpus(run: dict) -> str:
+    """Where a run runs: its GPUs here ('0,1', 'cpu'), or its scheduler job ('812@node3', '812 pending')."""
+    where = run.get("where") or {}
+    if where.get("job"):
+        if where.get("node"):
+            return f"{where['job']}@{where['node']}"
+        return f"{where['job']} {where.get('state', '').lower()}"
     gpus = run.get("gpus")
     if gpus is None:
         return "-"
@@ -73,3 +79,16 @@ def fmt_bytes(n: float | None) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
+
+
+def fmt_where(run: dict) -> str:
+    """The run screen's and `show`'s longer form: 'gpu 0,1', or 'Slurm job 812 RUNNING on node3 (requeued 1x)'."""
+    where = run.get("where") or {}
+    if not where.get("job"):
+        return f"gpu {fmt_gpus(run)}"
+    text = f"job {where['job']} {where.get('state', '')}" + (f" on {where['node']}" if where.get("node") else "")
+    if where.get("reason") and where.get("state") == "PENDING":
+        text += f" ({where['reason']})"
+    if where.get("requeues"):
+        text += f", requeued {where['requeues']}x"
+    return text + (f"; {where['problem']}" if where.get("problem") else "")

@@ -157,11 +157,15 @@ def read_status(ws: Workspace, run_id: str) -> dict:
 
 def set_state(store: RunStore, run_id: str, state: str, **fields) -> None:
     """Index and status.json together (status.json is what `db rebuild` trusts)."""
-    status_path = store.workspace.run_file(run_id, protocol.STATUS_FILE)
+    update_status(store, run_id, state=state, **fields)
+
+
+def update_status(store: RunStore, run_id: str, **fields) -> None:
+    """Fields of a run in status.json (those it keeps) and in the index."""
     status = read_status(store.workspace, run_id)
-    status.update({"state": state, **{k: v for k, v in fields.items() if k in STATUS_KEYS}})
-    protocol.write_json_atomic(status_path, status)
-    store.update(run_id, state=state, **fields)
+    status.update({k: v for k, v in fields.items() if k in STATUS_KEYS or k == "state"})
+    protocol.write_json_atomic(store.workspace.run_file(run_id, protocol.STATUS_FILE), status)
+    store.update(run_id, **fields)
 
 
 STATUS_KEYS = {"launcher", "handle", "gpus", "exit_code", "started", "ended", "error", "attempt", "resume",

@@ -41,6 +41,10 @@ def fold_events(events: Iterable[dict], out: dict | None = None) -> dict:
             out["rate"] = ev.get("rate")
             out["unit"] = ev.get("unit")
             out["eta"] = ev.get("eta")
+        elif kind == protocol.GPU:
+            # What the runner's own process holds: the GPU panel shows it for runs on other nodes.
+            out["gpu_memory"] = sum(d.get("memory_reserved") or d.get("memory_allocated") or 0
+                                    for d in ev.get("devices") or [])
         elif kind == protocol.EPOCH:
             out["epoch"] = ev.get("epoch")
             out["top1"] = ev.get("top1")
@@ -63,7 +67,7 @@ def record_from_run_dir(run_dir: Path) -> dict | None:
     record = index_fields(spec)
     status = protocol.read_json(run_dir / protocol.STATUS_FILE, {}) or {}
     record["state"] = status.get("state", protocol.QUEUED)
-    for key in ("gpus", "started", "ended", "exit_code", "error", "attempt", "resume"):
+    for key in ("gpus", "started", "ended", "exit_code", "error", "attempt", "resume", "where"):
         if key in status:
             record[key] = status[key]
     record.update(fold_events(protocol.read_events(run_dir / protocol.EVENTS_FILE)))

@@ -27,7 +27,7 @@ from filelock import FileLock, Timeout
 from runners import kinds, protocol
 from synthgap_tui import launchers
 from synthgap_tui.errors import UserError
-from synthgap_tui.runs import blocking, read_status, resolve_artifacts, set_state
+from synthgap_tui.runs import blocking, read_status, resolve_artifacts, set_state, update_status
 from synthgap_tui.store import RunStore
 from synthgap_tui.summaries import fold_events
 from synthgap_tui.workspace import Workspace
@@ -50,6 +50,7 @@ class Config:
     launcher: str = launchers.DEFAULT  # how runs are started: "local" processes
     runners: dict[str, list[str]] = field(default_factory=dict)  # kind -> command prefix
     gc_keep_last: bool = True  # [gc] keep_last: `synthgap gc` keeps each run's last checkpoint
+    launcher_options: dict = field(default_factory=dict)  # the table named after the launcher ([slurm])
 
     @classmethod
     def load(cls, ws: Workspace) -> "Config":
@@ -62,8 +63,17 @@ class Config:
         sup = data.get("supervisor", {})
         known = {k: sup[k] for k in ("gpus", "cpu_slots", "grace_seconds", "poll_seconds", "launcher")
                  if k in sup}
-        return cls(**known, runners=data.get("runners", {}),
-                   gc_keep_last=bool(data.get("gc", {}).get("keep_last", True)))
+        config = cls(**known, runners=data.get("runners", {}),
+                     gc_keep_last=bool(data.get("gc", {}).get("keep_last", True)))
+        options = data.get(config.launcher, {})
+        from runners.kinds.base import COMMON
+
+        field = COMMON.get(config.launcher)  # the launcher's options are checked as a spec's are
+        problem = field.problem(options) if field else None
+        if problem:
+            raise SystemExit(f"synthgap: {ws.config_path}: [{config.launcher}] {problem}")
+        config.launcher_options = options
+        return config
 
     def command(self, kind: str) -> list[str]:
         return list(self.runners.get(kind) or [sys.executable, "-m", kinds.get(kind).runner])
@@ -98,16 +108,18 @@ class Supervisor:
         active = [r for r in runs.values() if r["state"] in protocol.ACTIVE_STATES]
         statuses = {r["id"]: read_status(self.ws, r["id"]) for r in active}
         # One question to the launcher for all active runs of this launcher.
-        alive = self.launcher.alive({i: s.get("handle") or {} for i, s in statuses.items()
+        polls = self.launcher.alive({i: s.get("handle") or {} for i, s in statuses.items()
                                      if s.get("launcher", launchers.DEFAULT) == self.launcher.name})
         changes: dict[str, dict] = {}
         for run in active:
             status = statuses[run["id"]]
             self._follow(run, changes)
             self._escalate_cancel(run, status)
-            running, exit_code = alive.get(run["id"], (True, None))
-            if not running:
-                self._settle(run, exit_code)
+            poll = polls.get(run["id"], launchers.Poll(True))
+            if poll.info and poll.info != status.get("where"):
+                self._note_where(run, poll.info, status.get("where") or {})
+            if not poll.running:
+                self._settle(run, poll)
                 changes.pop(run["id"], None)
         self.store.update_many(changes)
         for run_id, why in blocking(self.store.list()).items():
@@ -131,8 +143,17 @@ class Supervisor:
         if patch:
             changes[run_id] = patch
 
-    def _settle(self, run: dict, exit_code: int | None) -> None:
-        run_id = run["id"]
+    def _note_where(self, run: dict, where: dict, before: dict) -> None:
+        """Where the launcher says the run is (job, node, scheduler state) into
+        status.json and the index; a new problem (a scheduler unreachable) is logged once."""
+        update_status(self.store, run["id"], where=where)  # not the state: _follow may have just moved it
+        if where.get("problem") and where["problem"] != before.get("problem"):
+            log.warning(f"{run['id']} {run.get('name')}: {where['problem']}")
+        elif before.get("problem") and not where.get("problem"):
+            log.info(f"{run['id']} {run.get('name')}: {self.launcher.name} answers again")
+
+    def _settle(self, run: dict, poll: launchers.Poll) -> None:
+        run_id, exit_code, where = run["id"], poll.exit_code, poll.info
         reader = self.readers.pop(run_id, None) or protocol.EventReader(self.ws.events_path(run_id))
         # _follow read the file up to a moment ago; take what came since.
         fold = fold_events(reader.read_new(), self.folded.pop(run_id, {}))
@@ -141,12 +162,16 @@ class Supervisor:
             state = protocol.STATE_OF_FINAL_EVENT[final]
             if state == protocol.FINISHED and exit_code not in (0, None):
                 state, fold["error"] = protocol.FAILED_STATE, f"runner exited with code {exit_code}"
+            elif state == protocol.CANCELLED_STATE and not run.get("cancel_requested") and where.get("gave_up"):
+                state, fold["error"] = protocol.FAILED_STATE, where["gave_up"]  # time limit, requeues used up
         elif run.get("cancel_requested"):
             state = protocol.CANCELLED_STATE
         else:
             state = protocol.LOST
             fold["error"] = ("runner process exited with code %s without a final event" % exit_code
                              if exit_code is not None else "runner process vanished without a final event")
+            if where.get("state"):
+                fold["error"] += f" ({self.launcher.name} job {where.get('job')}: {where['state']})"
         fold.setdefault("ended", time.time())
         set_state(self.store, run_id, state, exit_code=exit_code, **fold)
         log.info(f"{run_id} {run.get('name')} -> {state}")
@@ -184,7 +209,9 @@ class Supervisor:
         for run in self._ready(list(runs.values())):
             free_gpus, free_cpu = self._free_devices(runs)
             want = run.get("gpus_requested", 1)
-            if self.gpus and want > 0:
+            if self.launcher.schedules:  # the scheduler places it (and queues it until it can)
+                devices = []
+            elif self.gpus and want > 0:
                 if len(free_gpus) < want:
                     if want > len(self.gpus):
                         set_state(self.store, run["id"], protocol.FAILED_STATE, ended=time.time(),
@@ -195,12 +222,13 @@ class Supervisor:
                 if free_cpu <= 0:
                     continue
                 devices = []
-            if self.stopping:
+            if self.stopping or not self._launch(run, devices):
                 return
-            self._launch(run, devices)
             runs[run["id"]] = {**run, "state": protocol.STARTING, "gpus": devices}
 
-    def _launch(self, run: dict, devices: list[int]) -> None:
+    def _launch(self, run: dict, devices: list[int]) -> bool:
+        """Start one run. False when the launcher cannot start anything now (the
+        run stays queued, with the reason in its error field)."""
         run_id = run["id"]
         run_dir = self.ws.run_dir(run_id)
         status = read_status(self.ws, run_id)
@@ -209,25 +237,38 @@ class Supervisor:
             spec = protocol.read_json(spec_path, {}) or {}
             resolved = resolve_artifacts(self.ws, spec)
             command = self.config.command(run["kind"])
+            nodes = spec.get("nodes", 1)
+            if self.launcher.max_nodes is not None and nodes > self.launcher.max_nodes:
+                raise UserError(f"nodes = {nodes} needs a launcher that spans nodes ([supervisor] launcher = "
+                                f"\"slurm\"); {self.launcher.name} runs on one")
         except (UserError, KeyError) as e:
             set_state(self.store, run_id, protocol.FAILED_STATE, ended=time.time(), error=str(e))
             log.info(f"{run_id} {run.get('name')} not started: {e}")
-            return
+            return True
         if resolved != spec:
             protocol.write_json_atomic(spec_path, resolved)
         command += ["--run-dir", str(run_dir)] + (["--resume"] if status.get("resume") else [])
-        env = {**os.environ, "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
-               "CUDA_VISIBLE_DEVICES": ",".join(map(str, devices)), "PYTHONUNBUFFERED": "1"}
-        if not devices and "OMP_NUM_THREADS" not in os.environ:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if not self.launcher.schedules:  # a scheduler sets the devices of the node it picks
+            env.update(CUDA_DEVICE_ORDER="PCI_BUS_ID", CUDA_VISIBLE_DEVICES=",".join(map(str, devices)))
+        if not devices and not self.launcher.schedules and "OMP_NUM_THREADS" not in os.environ:
             # CPU runs share the cores: more threads than cores makes small ops wait.
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // max(1, self.config.cpu_slots)))
-        handle = self.launcher.launch(launchers.Launch(
-            run_id=run_id, command=command, nproc=max(1, run.get("gpus_requested", 1)), env=env,
-            run_dir=run_dir, devices=devices))
+        options = {**self.config.launcher_options, **(spec.get(self.launcher.name) or {})}
+        try:
+            handle = self.launcher.launch(launchers.Launch(
+                run_id=run_id, command=command, nproc=max(1, run.get("gpus_requested", 1)), env=env,
+                run_dir=run_dir, devices=devices, options=options, nodes=nodes))
+        except launchers.LaunchError as e:
+            if run.get("error") != f"not started yet: {e}":
+                log.warning(f"{run_id} {run.get('name')} not started yet: {e}")
+                self.store.update(run_id, error=f"not started yet: {e}")
+            return False
         set_state(self.store, run_id, protocol.STARTING, launcher=self.launcher.name, handle=handle,
-                  gpus=devices, started=time.time(), attempt=status.get("attempt", 1))
+                  gpus=devices, started=time.time(), attempt=status.get("attempt", 1), error=None, where=None)
         log.info(f"{run_id} {run.get('name')} launched on {devices or 'cpu'}: "
-                  f"{self.launcher.describe(handle)}")
+                 f"{self.launcher.describe(handle)}")
+        return True
 
     # -- main loop ------------------------------------------------------------
     def serve(self) -> int:

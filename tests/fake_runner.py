@@ -1,7 +1,7 @@
 """A stand-in runner for supervisor tests: same command line and files as the real ones.
 
 It runs ``epochs`` steps of ``$FAKE_STEP_S`` seconds each, checkpoints after every
-step, resumes from the checkpoint with --resume, stops cleanly on SIGTERM and
+step, resumes from the checkpoint with --resume, stops cleanly on SIGTERM (and USR2) and
 fails when the spec's notes say "fail" ("fail-once": on the first attempt only). Every start and end is appended to
 ``$FAKE_LOG`` with the devices it saw.
 """
@@ -38,6 +38,7 @@ def main() -> int:
     steps, step_s = spec.get("epochs", 3), float(os.environ.get("FAKE_STEP_S", "0.05"))
     stop = []
     signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+    signal.signal(signal.SIGUSR2, lambda *a: stop.append(1))  # Slurm's time-limit warning, as runtime.py
     ckpt = run_dir / "checkpoints" / "state.json"
     ckpt.parent.mkdir(exist_ok=True)
     start = json.loads(ckpt.read_text())["step"] if args.resume and ckpt.exists() else 0

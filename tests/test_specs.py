@@ -68,6 +68,9 @@ MALFORMED = [
      "[runs.bad name]: run names use letters, digits"),
     ("[runs.a]\nkind = 'train'\ntrain = 'real'\neval = 'real'\naugment = 'pixmix'",
      "'pixmix' needs pixmix_dir"),
+    ("[runs.a]\nkind = 'train'\ntrain = 'real'\neval = 'real'\nslurm = { partiton = 'gpu' }",
+     "[runs.a] field 'slurm': has unknown option(s) partiton; known: partition"),
+    ("[runs.a]\nkind = 'train'\ntrain = 'real'\neval = 'real'\nnodes = 0", "field 'nodes': is 0; must be >= 1"),
     ("", "[runs]: needs at least one [runs.NAME] table"),
     ("[runs.a\nkind = 'train'", "spec.toml: not valid TOML"),
 ]
@@ -78,6 +81,18 @@ def test_malformed_spec_gives_clear_message(body, expected):
     with pytest.raises(SpecError) as err:
         expand(body)
     assert expected in str(err.value)
+
+
+def test_the_launcher_table_of_config_toml_is_checked_like_a_spec_s(tmp_path):
+    from synthgap_tui.supervisor import Config
+    from synthgap_tui.workspace import Workspace
+
+    ws = Workspace(tmp_path).ensure()
+    ws.config_path.write_text('[supervisor]\nlauncher = "slurm"\n[slurm]\npartition = "gpu"\ntime = "1:00:00"\n')
+    assert Config.load(ws).launcher_options == {"partition": "gpu", "time": "1:00:00"}
+    ws.config_path.write_text('[supervisor]\nlauncher = "slurm"\n[slurm]\nqueue = "gpu"\n')
+    with pytest.raises(SystemExit, match=r"\[slurm\] has unknown option\(s\) queue"):
+        Config.load(ws)
 
 
 def test_missing_experiment_name_and_unknown_tables():
@@ -205,3 +220,11 @@ def test_submitted_spec_is_kept_with_absolute_dataset_paths(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path / "ws")
     again = load_spec(copy)  # parsed from elsewhere, it still names the same folder
     assert again.datasets["real"]["path"] == str(tmp_path / "data")
+
+
+@pytest.mark.parametrize("value, minutes", [(90, 90), ("90", 90), ("30:30", 31), ("1:00:00", 60), ("2-0", 2880),
+                                            ("1-2:30", 1590), ("1-00:00:01", 1441)])
+def test_slurm_times_in_every_sbatch_form_become_minutes(value, minutes):
+    from synthgap_tui.launchers.slurm import _minutes
+
+    assert _minutes(value) == minutes

@@ -177,6 +177,24 @@ def test_gpu_panel_with_fake_nvml(fixture_ws, nvml, rows, notice):
     asyncio.run(go())
 
 
+def test_runs_on_other_nodes_show_their_job_and_reported_gpu_memory(tmp_path):
+    ws = Workspace(tmp_path / "ws").ensure()
+    RunStore(ws).create({"name": "far", "kind": "train", "state": "running", "gpu_memory": 2 * 1024**3,
+                         "where": {"job": "812", "node": "node3", "state": "RUNNING"}})
+
+    async def go():
+        app = app_for(ws)
+        async with app.run_test(size=(120, 30)) as pilot:
+            runs = app.screen
+            await wait_until(pilot, lambda: runs.query_one("#runs").row_count == 1, what="1 row")
+            assert str(runs.query_one("#runs").get_row_at(0)[6]) == "812@node3"
+            await pilot.press("g")
+            panel = runs.query_one("#gpu-panel")
+            await wait_until(pilot, lambda: "far on node3: 2.0 GiB" in str(panel.query_one("#gpu-elsewhere").render()),
+                             what="the run's own memory report")
+    asyncio.run(go())
+
+
 def test_main_flow_compose_submit_watch_compare_export(tmp_path):
     ws_root = make_workspace(tmp_path, cpu_slots=3)
     import os

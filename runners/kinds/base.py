@@ -127,9 +127,23 @@ class Chart:
     gpu_memory: bool = False
 
 
+# A run's `slurm` table (over config.toml's [slurm]): what the Slurm launcher
+# passes to sbatch through submitit. Named here so specs are checked at submit.
+SLURM_OPTIONS = ("partition", "account", "qos", "time", "gpus_per_node", "cpus_per_task", "mem", "constraint",
+                 "exclude", "signal_delay_s", "max_requeues", "setup", "sbatch")
+
+
+def _slurm_options(value: dict) -> str | None:
+    unknown = sorted(set(value) - set(SLURM_OPTIONS))
+    return f"has unknown option(s) {', '.join(unknown)}; known: {', '.join(SLURM_OPTIONS)}" if unknown else None
+
+
 # Fields every run has, whatever its kind.
 COMMON = {
-    "gpus": Field(int, 1, "GPUs per run; 0 runs on the CPU; >1 uses torchrun", min=0, max=64),
+    "gpus": Field(int, 1, "GPUs per run (per node); 0 runs on the CPU; >1 uses torchrun", min=0, max=64),
+    "nodes": Field(int, 1, "nodes per run (launcher = \"slurm\"): one torchrun per node", min=1, max=1024),
+    "slurm": Field(dict, help="this run's Slurm options over config.toml's [slurm]: " + ", ".join(SLURM_OPTIONS),
+                   check=_slurm_options),
     "depends_on": Field(list, help="names of runs that must finish first"),
     "seed": Field(int, 0, "base seed of every random choice of the run", min=0),
     "notes": Field(str, help="free text kept with the run"),

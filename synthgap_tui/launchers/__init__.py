@@ -12,12 +12,20 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from synthgap_tui.errors import UserError
+
 # name -> "module:Class"; imported only when used.
-LAUNCHERS = {"local": "synthgap_tui.launchers.local:LocalLauncher"}
+LAUNCHERS = {"local": "synthgap_tui.launchers.local:LocalLauncher",
+             "slurm": "synthgap_tui.launchers.slurm:SlurmLauncher"}
 DEFAULT = "local"
+
+
+class LaunchError(UserError):
+    """The run could not be started now (a scheduler unreachable, sbatch refused);
+    it stays queued and the message says why."""
 
 
 @dataclass(frozen=True)
@@ -30,19 +38,34 @@ class Launch:
     env: dict[str, str]
     run_dir: Path
     devices: list[int]
+    options: dict = field(default_factory=dict)  # the launcher's settings: config.toml's, then the run's
+    nodes: int = 1
+
+
+@dataclass(frozen=True)
+class Poll:
+    """What a launcher knows of a run's process: running, its exit code once
+    known, and where it is (``info``: job id, node, scheduler state, a problem),
+    kept in status.json and shown by the runs table, the run screen and show."""
+
+    running: bool
+    exit_code: int | None = None
+    info: dict = field(default_factory=dict)
 
 
 class Launcher(ABC):
     name: str
+    schedules = False  # True: a scheduler places runs; the supervisor hands it every ready run
+    max_nodes: int | None = 1  # nodes one run may span (None: any)
 
     @abstractmethod
     def launch(self, launch: Launch) -> dict:
         """Start the run; returns its handle."""
 
     @abstractmethod
-    def alive(self, handles: dict[str, dict]) -> dict[str, tuple[bool, int | None]]:
-        """For each run id: (still running, exit code if known). One call for
-        all active runs: a launcher that asks a scheduler asks it once."""
+    def alive(self, handles: dict[str, dict]) -> dict[str, Poll]:
+        """For each run id, a Poll. One call for all active runs: a launcher
+        that asks a scheduler asks it once."""
 
     @abstractmethod
     def signal(self, handle: dict, sig: int) -> bool:
@@ -69,8 +92,6 @@ def get(name: str | None = None) -> Launcher:
     name = name or DEFAULT
     if name not in _instances:
         if name not in LAUNCHERS:
-            from synthgap_tui.errors import UserError
-
             raise UserError(f"unknown launcher {name!r}; known: {', '.join(LAUNCHERS)}")
         module, cls = LAUNCHERS[name].split(":")
         _instances[name] = getattr(importlib.import_module(module), cls)()

@@ -11,7 +11,7 @@ import sys
 
 import psutil
 
-from synthgap_tui.launchers import Launch, Launcher
+from synthgap_tui.launchers import Launch, Launcher, Poll
 
 
 class LocalLauncher(Launcher):
@@ -37,7 +37,7 @@ class LocalLauncher(Launcher):
         return {"pid": child.pid, "pgid": child.pid, "create_time": created, "host": socket.gethostname(),
                 "cmd": cmd}
 
-    def alive(self, handles: dict[str, dict]) -> dict[str, tuple[bool, int | None]]:
+    def alive(self, handles: dict[str, dict]) -> dict[str, Poll]:
         out = {}
         for run_id, handle in handles.items():
             child = self._children.get(handle.get("pid"))
@@ -45,9 +45,9 @@ class LocalLauncher(Launcher):
                 code = child.poll()
                 if code is not None:
                     self._children.pop(child.pid)
-                out[run_id] = (code is None, code)
+                out[run_id] = Poll(code is None, code)
             else:  # started by another supervisor: the exit code is not ours to know
-                out[run_id] = (_same_process(handle), None)
+                out[run_id] = Poll(_same_process(handle))
         return out
 
     def signal(self, handle: dict, sig: int) -> bool:

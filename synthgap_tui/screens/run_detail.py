@@ -161,7 +161,7 @@ class RunScreen(Screen):
         title = Text("  ").join([
             Text(r.get("name", self.run_id), style="bold"), Text(self.run_id, style="dim"),
             Text(state, style=fm.STATE_STYLE.get(state, "")), Text(r.get("kind", "")),
-            Text(f"gpu {fm.fmt_gpus(r)}"), Text(fm.fmt_duration(fm.run_duration(r)))])
+            Text(fm.fmt_where(r)), Text(fm.fmt_duration(fm.run_duration(r)))])
         if r.get("tags"):
             title.append("  " + " ".join(f"#{t}" for t in r["tags"]), style="magenta")
         if r.get("error"):

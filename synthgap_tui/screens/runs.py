@@ -29,7 +29,7 @@ COLUMNS = (
     ("top1", "top-1", 9, lambda r, now: fm.fmt_top1(r), lambda r: fm.top1_of(r) or -1),
     ("kind", "kind", 8, lambda r, now: r.get("kind", "-"), lambda r: r.get("kind", "")),
     ("experiment", "experiment", 16, lambda r, now: Text(r.get("experiment", "-")), lambda r: r.get("experiment", "")),
-    ("gpu", "gpu", 3, lambda r, now: fm.fmt_gpus(r), lambda r: fm.fmt_gpus(r)),
+    ("gpu", "where", 10, lambda r, now: fm.fmt_gpus(r), lambda r: fm.fmt_gpus(r)),
     ("started", "started", 11, lambda r, now: fm.fmt_time(r.get("started")), lambda r: r.get("started") or 0),
     ("duration", "time", 6, lambda r, now: fm.fmt_duration(fm.run_duration(r, now)),
      lambda r: fm.run_duration(r) or 0),

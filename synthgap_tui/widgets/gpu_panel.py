@@ -24,9 +24,11 @@ POLL_S = 1.0
 
 
 class GpuSample(Message):
-    def __init__(self, report: GpuReport, cpu: float, ram_used: int, ram_total: int, owners: dict[int, str]) -> None:
+    def __init__(self, report: GpuReport, cpu: float, ram_used: int, ram_total: int, owners: dict[int, str],
+                 elsewhere: list[dict] = ()) -> None:
         super().__init__()
         self.report, self.cpu, self.ram_used, self.ram_total, self.owners = report, cpu, ram_used, ram_total, owners
+        self.elsewhere = elsewhere  # active runs on other nodes (a scheduler's): their own memory reports
 
 
 def run_of_pid(pid: int, run_pids: dict[int, str]) -> str | None:
@@ -47,6 +49,7 @@ class GpuPanel(Vertical):
         yield Static("", id="gpu-host")
         yield DataTable(id="gpu-table", cursor_type="none", show_cursor=False)
         yield Static("", id="gpu-notice")
+        yield Static("", id="gpu-elsewhere")
 
     def on_mount(self) -> None:
         table = self.query_one("#gpu-table", DataTable)
@@ -63,13 +66,14 @@ class GpuPanel(Vertical):
                 time.sleep(POLL_S)
                 continue
             report = self.app.gpu_monitor.snapshot()
-            run_pids = {}
-            for r in self._active_runs():
+            run_pids, active = {}, self._active_runs()
+            for r in active:
                 launcher, handle = launchers.of_status(read_status(self.app.workspace, r["id"]))
                 run_pids.update(dict.fromkeys(launcher.pids(handle), r.get("name", r["id"])))
             owners = {p.pid: run_of_pid(p.pid, run_pids) for g in report.gpus for p in g.processes}
             mem = psutil.virtual_memory()
-            self.post_message(GpuSample(report, psutil.cpu_percent(), mem.used, mem.total, owners))
+            elsewhere = [r for r in active if (r.get("where") or {}).get("job")]
+            self.post_message(GpuSample(report, psutil.cpu_percent(), mem.used, mem.total, owners, elsewhere))
             time.sleep(POLL_S)
 
     def _active_runs(self) -> list[dict]:
@@ -94,3 +98,7 @@ class GpuPanel(Vertical):
             notice = "No GPUs found: runs use the CPU."
         self.query_one("#gpu-notice", Static).update(escape(notice))
         self.query_one("#gpu-table", DataTable).display = bool(msg.report.gpus)
+        # NVML sees this box only; runs placed by a scheduler report their memory in `gpu` events.
+        self.query_one("#gpu-elsewhere", Static).update(escape("  ·  ".join(
+            f"{r.get('name', r['id'])} on {(r['where'].get('node') or 'a node')}: {fmt_bytes(r.get('gpu_memory'))}"
+            for r in msg.elsewhere)))
