@@ -32,7 +32,6 @@ from runners.kinds.generate import KIND
 from runners.data import DataError, mix_seed, scan_folder
 from runners.runtime import Cancelled, RunContext, RunnerError, run_main, runner_args_parser
 
-OUTPUT = "data"
 
 
 @dataclass
@@ -254,7 +253,7 @@ def run(ctx: RunContext, args) -> dict:
     ctx.log(f"pipeline: {backend.description}")
     if demo:
         classes = backend.classes()
-    out = ctx.run_dir / OUTPUT
+    out = ctx.run_dir / protocol.DATA_DIR
     items = plan_items(cfg, classes)
     batches = batches_for_shard(items, cfg["batch_size"], cfg["shard"])
     total = sum(len(b) for b in batches)

@@ -22,6 +22,7 @@ STATUS_FILE = "status.json"
 RESULTS_FILE = "results.json"
 STDOUT_FILE = "stdout.log"
 CHECKPOINT_DIR = "checkpoints"
+DATA_DIR = "data"  # where a runner that makes a dataset writes it
 
 # Event types. Final events end a runner's attempt; the supervisor uses them
 # to tell "finished", "failed" and "cancelled" apart from "lost".
@@ -185,6 +186,16 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> N
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def remove_temp_files(folder: str | os.PathLike) -> int:
+    """Delete the temp files write_atomic leaves under ``folder`` when its writer is
+    killed mid-write. Only while nothing writes there (a runner's own folders, at start)."""
+    removed = 0
+    for tmp in Path(folder).rglob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+        removed += 1
+    return removed
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

@@ -64,6 +64,10 @@ class RunContext:
         """Run ``body(self)``; turn its outcome into a final event and an exit code."""
         try:
             if self.main:
+                # A killed earlier attempt may have left half-written files in the runner's own folders
+                # (not the run directory itself: the supervisor writes status.json there).
+                for folder in (self.checkpoints, self.run_dir / protocol.DATA_DIR):
+                    protocol.remove_temp_files(folder)
                 kind = kinds.all_kinds().get(self.spec.get("kind"))
                 provenance.write(self.run_dir, self.spec, kind.resolve(self.spec) if kind else self.spec)
             summary = body(self)

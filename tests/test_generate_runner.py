@@ -85,6 +85,9 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_files(tmp_path, model, 
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert 3 <= len(files(cut)) < 12
+    # What a kill during a save leaves (write_atomic's temp file): the resumed run clears it.
+    stray = next((cut / "data" / "train").iterdir()) / ".x_00009.jpg.123.456.tmp"
+    stray.write_bytes(b"\xff\xd8 half a jpeg")
     proc = subprocess.run([PYTHON, "-m", "runners.generate", "--run-dir", str(cut), "--resume"],
                           env=subprocess_env(), capture_output=True)
     assert proc.returncode == 0
