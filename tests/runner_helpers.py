@@ -1,7 +1,10 @@
 """Run directories for runner tests."""
 
 import json
+import subprocess
+import time
 from pathlib import Path
+from typing import Callable
 
 from runners import protocol
 
@@ -35,3 +38,17 @@ def failed_error(runner, run_dir: Path) -> str:
     ev = final(run_dir)
     assert ev["type"] == "failed"
     return ev["error"]
+
+
+def start_until(module: str, run_dir: Path, ready: Callable[[list[dict]], bool], env: dict,
+                timeout: float = 120) -> subprocess.Popen:
+    """``python -m MODULE`` on ``run_dir`` in a process of its own, once ``ready(events)`` holds."""
+    from conftest import PYTHON
+
+    proc = subprocess.Popen([PYTHON, "-m", module, "--run-dir", str(run_dir)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while not ready(events(run_dir)):
+        assert time.time() < deadline and proc.poll() is None, f"{module} ended or stalled before it was ready"
+        time.sleep(0.02)
+    return proc

@@ -10,6 +10,7 @@ import pytest
 
 from conftest import PYTHON, subprocess_env
 from imagegen import make_image_folder
+import runner_helpers
 from runner_helpers import events, failed_error, final, run_in_process
 from runners import generate, train_generator
 from tiny_sd import build_tiny_sd
@@ -98,13 +99,8 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_files(tmp_path, model, 
 
 def start_until(run_dir: Path, event_type: str) -> subprocess.Popen:
     """The runner in a process of its own, once it has written an event of this type."""
-    proc = subprocess.Popen([PYTHON, "-m", "runners.generate", "--run-dir", str(run_dir)], env=subprocess_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not any(e["type"] == event_type for e in events(run_dir)):
-        assert time.time() < deadline and proc.poll() is None
-        time.sleep(0.05)
-    return proc
+    return runner_helpers.start_until("runners.generate", run_dir,
+                                      lambda ev: any(e["type"] == event_type for e in ev), subprocess_env())
 
 
 def test_sigterm_stops_cleanly_with_whole_files_only(tmp_path, model, classes):

@@ -1,7 +1,6 @@
 import math
 import signal
 import subprocess
-import time
 from functools import partial
 
 import numpy as np
@@ -10,7 +9,7 @@ import torch
 
 from conftest import PYTHON, subprocess_env
 from imagegen import make_dataset, make_image_folder
-from runner_helpers import TINY, events, failed_error, final, make_run, run_in_process
+from runner_helpers import TINY, events, failed_error, final, make_run, run_in_process, start_until
 from runners import layers, train
 from runners.data import ImageList, balanced_fraction, scan_folder
 from runners.layers import Student, build_resnet, layer_param_counts
@@ -72,12 +71,8 @@ def test_sigterm_mid_epoch_then_resume_matches_uninterrupted_run(data, tmp_path)
     subprocess.run([PYTHON, "-m", "runners.train", "--run-dir", str(straight)], env=env, check=True,
                    capture_output=True)
     cut = make_run(tmp_path, "cut", **spec)
-    proc = subprocess.Popen([PYTHON, "-m", "runners.train", "--run-dir", str(cut)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not any(e["type"] == "train_step" and e["step"] >= 2 for e in events(cut)):
-        assert time.time() < deadline and proc.poll() is None
-        time.sleep(0.02)
+    proc = start_until("runners.train", cut, lambda ev: any(e["type"] == "train_step" and e["step"] >= 2 for e in ev),
+                       env)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 143
     assert final(cut)["type"] == "cancelled"
