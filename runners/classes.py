@@ -19,7 +19,8 @@ from runners.runtime import RunnerError
 
 
 BUILTIN = {"imagenet100": "imagenet100.json"}  # shipped in synthgap_assets
-PLACEHOLDERS = ("name", "definition", "hypernym")
+CLASS_FIELDS = ("name", "definition", "hypernym")
+PLACEHOLDERS = (*CLASS_FIELDS, "style")  # {style}: the token a style-inversion run learned (style_from)
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
@@ -71,5 +72,5 @@ def check_template(template: str) -> None:
                           f"{', '.join('{' + p + '}' for p in PLACEHOLDERS)}")
 
 
-def prompt_for(template: str, cls: dict) -> str:
-    return template.format(**{k: cls[k] for k in PLACEHOLDERS})
+def prompt_for(template: str, cls: dict, style: str = "") -> str:
+    return template.format(**{k: cls[k] for k in CLASS_FIELDS}, style=style)

@@ -52,7 +52,7 @@ def plan_items(cfg: dict, classes: list[dict]) -> list[Item]:
     items = []
     if cfg["mode"] == "txt2img":
         for label, cls in enumerate(classes):
-            prompt = prompt_for(cfg["prompt"], cls)
+            prompt = prompt_for(cfg["prompt"], cls, cfg.get("style_token", ""))
             for i in range(cfg["images_per_class"]):
                 items.append(Item(cls["id"], i, mix_seed("gen", cfg["seed"], cls["id"], i), prompt, label))
         return items
@@ -69,7 +69,8 @@ def plan_items(cfg: dict, classes: list[dict]) -> list[Item]:
         cid = real.classes[label]
         cls = by_id.get(cid, {"id": cid, "name": cid, "definition": "", "hypernym": ""})
         i = counters[cid] = counters.get(cid, -1) + 1
-        items.append(Item(cid, i, mix_seed("gen", cfg["seed"], cid, i), prompt_for(cfg["prompt"], cls), label, path))
+        items.append(Item(cid, i, mix_seed("gen", cfg["seed"], cid, i), prompt_for(cfg["prompt"], cls, cfg.get("style_token", "")),
+                          label, path))
     return items
 
 
@@ -181,6 +182,12 @@ class DiffusersBackend:
             pipe = pipe.to(device)
         pipe.set_progress_bar_config(disable=True)
         self.description = f"{type(pipe).__name__} with {type(pipe.scheduler).__name__}"
+        if cfg.get("style_path"):
+            try:  # the pipeline's own textual-inversion loader; prompts carry the token through {style}
+                pipe.load_textual_inversion(cfg["style_path"])
+            except (OSError, ValueError) as e:
+                raise RunnerError(f"style_from {cfg['style_path']}: cannot load the learned token: {e}") from None
+            self.description += f", style token {cfg['style_token']}"
         if cfg["compile"]:
             pipe.unet = torch.compile(pipe.unet)
         self.pipe, self.cfg, self.device = pipe, cfg, device
@@ -223,6 +230,20 @@ def source_image(path: str, size: tuple[int, int]) -> Image.Image:
         return ImageOps.fit(img.convert("RGB"), size, Image.BICUBIC)
 
 
+def style_token(path: str) -> str:
+    """The token a textual-inversion file teaches (diffusers' {token: embedding} format)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="pt") as f:
+            keys = list(f.keys())
+    except (OSError, ValueError, RuntimeError) as e:  # also a foreign or truncated file
+        raise RunnerError(f"style_from {path}: not a learned-embedding file ({e})") from None
+    if len(keys) != 1:
+        raise RunnerError(f"style_from {path}: expected one token, found {len(keys)}")
+    return keys[0]
+
+
 def is_hub_id(model: str) -> bool:
     """'org/name' that is not a folder here: diffusers takes it from the hub cache or the network."""
     return not model.startswith(("/", ".", "~")) and model.count("/") == 1 and not Path(model).exists()
@@ -246,6 +267,12 @@ def run(ctx: RunContext, args) -> dict:
     cfg = KIND.resolve(ctx.spec)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     demo = is_generator_folder(Path(cfg["model"]).expanduser())
+    if cfg.get("style_path"):
+        if demo:
+            raise RunnerError("style_from needs a Stable Diffusion model; the demo generator has no text encoder")
+        cfg["style_token"] = style_token(cfg["style_path"])
+    elif "{style}" in cfg["prompt"]:
+        raise RunnerError("the prompt uses {style}: set style_from (a style-inversion run or its embedding file)")
     if not demo:  # cheap checks before the model loads
         check_template(cfg["prompt"])
         classes = load_classes(cfg["classes"])

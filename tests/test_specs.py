@@ -29,7 +29,7 @@ MALFORMED = [
      "spec.toml: [runs.a] field 'epochs': must be an integer, not str 'ten'"),
     ("[runs.a]\nkind = 'train'\ntrain = 'real'\neval = 'real'\nepoch = 10",
      "[runs.a] field 'epoch': is not a field of a train run (did you mean 'epochs'?)"),
-    ("[runs.a]\nkind = 'trian'", "[runs.a] field 'kind': is 'trian' (did you mean 'train'?); allowed: 'generate', 'stylize', 'train'"),
+    ("[runs.a]\nkind = 'trian'", "[runs.a] field 'kind': is 'trian' (did you mean 'train'?); allowed: 'generate', 'style-inversion', 'stylize', 'train'"),
     ("[runs.a]\ntrain = 'real'", "[runs.a] field 'kind': is missing"),
     (OK_TRAIN + "[runs.f]\nkind = 'train'\ninit_from = 'base'\ntrain = 'real'\neval = 'real'\nfreeze_layers = 18",
      "[runs.f] field 'freeze_layers': is 18; a resnet50 has 18 layers, so 0..17"),
@@ -175,7 +175,7 @@ def test_every_preset_expands_and_dry_run_warns_about_placeholder_folders(tmp_pa
     presets = {p.name: p for p in list_presets()}
     assert {"mtg-baselines", "mtg-freeze-real-to-synth", "mtg-freeze-synth-to-real", "mtg-data-reduction",
             "mtg-normalization", "mtg-augmentation", "mtg-unclip", "mtg-stylized", "bridged-transfer",
-            "generation"} <= set(presets)
+            "generation", "dsi"} <= set(presets)
     ws = Workspace(tmp_path)
     for preset in presets.values():
         exp = load_spec(preset.path)
@@ -206,6 +206,10 @@ def test_every_preset_expands_and_dry_run_warns_about_placeholder_folders(tmp_pa
     assert stylized["stylized-real-data"].params["alpha"] == 1.0
     assert {"vgg", "decoder", "styles"} <= set(stylized["stylized-real-data"].params)
     assert "vgg" not in stylized["real-only"].params  # [defaults] apply to the kinds that have the field
+    dsi = {r.name: r for r in load_spec(presets["dsi"].path).runs}
+    assert dsi["gen-dsi"].deps == ["style"] and dsi["gen-dsi"].refs["style_from"] == ("run", "style")
+    assert "style_from" not in dsi["gen-template"].params
+    assert len([r for r in dsi.values() if r.base == "bridged-dsi-volume"]) == 4
     table4 = load_spec(presets["mtg-unclip"].path)
     assert {r.deps[0] for r in table4.runs if r.kind == "train"} == \
         {"gen-unclip", "gen-sd21", "gen-sd14"}

@@ -39,7 +39,8 @@ def _components(folder: Path, seed: int, **unet_extra) -> dict:
                         up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), norm_num_groups=4,
                         sample_size=32)
     vocab, merges = tokenizer_files(folder)
-    tokenizer = CLIPTokenizer(vocab_file=str(vocab), merges_file=str(merges), model_max_length=16)
+    # Positional: transformers 4 names them vocab_file/merges_file, 5 vocab/merges (and ignores the old names).
+    tokenizer = CLIPTokenizer(str(vocab), str(merges), model_max_length=16)
     text_encoder = CLIPTextModel(CLIPTextConfig(bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=16,
                                                 intermediate_size=32, num_attention_heads=2, num_hidden_layers=2,
                                                 vocab_size=len(json.loads(vocab.read_text())),

@@ -36,7 +36,8 @@ FIELDS = {
     "model": F(str, "CompVis/stable-diffusion-v1-4", "a hub id or a local model folder"),
     "mode": F(str, "txt2img", "what the pipeline starts from", choices=MODES),
     "classes": F(str, "imagenet100", "'imagenet100' or a JSON/CSV class file"),
-    "prompt": F(str, "{name}, {definition}", "prompt template: {name}, {definition}, {hypernym}"),
+    "prompt": F(str, "{name}, {definition}", "prompt template: {name}, {definition}, {hypernym}, {style} "
+                "(with style_from)"),
     "negative_prompt": F(str, "", "negative prompt (txt2img, img2img)"),
     "guidance_scale": F(float, 2.0, "classifier-free guidance scale", min=0),
     "steps": F(int, 50, "denoising steps", min=1, max=1000),
@@ -52,6 +53,8 @@ FIELDS = {
     "format": F(str, "jpg", "image file format", choices=("jpg", "png")),
     "source": F(str, help="the real images img2img and variation start from",
                 ref=Ref(to="source_dir", split="train", artifact="dataset")),
+    "style_from": F(str, help="a style-inversion run (or its learned_embeds file) whose token prompts use as {style}",
+                    ref=Ref(to="style_path", split=None, artifact="embedding", path="file")),
     "strength": F(float, 0.75, "img2img noise strength gamma", min=0, max=1, min_open=True),
     "shard": F(str, "0/1", "this run's share of the images, 'i/n'", check=_shard),
     "compile": F(bool, False, "torch.compile the UNet"),
@@ -63,6 +66,8 @@ def check(p: dict) -> list[Problem]:
     out: list[Problem] = []
     if p.get("mode", "txt2img") != "txt2img" and "source" not in p:
         out.append(("mode", f"{p['mode']!r} needs source (the real dataset to start from)"))
+    if "{style}" in p.get("prompt", "") and "style_from" not in p:
+        out.append(("prompt", "uses {style}: set style_from (a style-inversion run or its embedding file)"))
     if p.get("gpus", 1) > 1:
         out.append(("gpus", f"is {p['gpus']}; a generate run uses one GPU: split the images over several runs "
                             f"with shard, e.g. [runs.NAME.sweep] shard = [\"0/{p['gpus']}\", \"1/{p['gpus']}\", ...]"))

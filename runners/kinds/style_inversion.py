@@ -1,0 +1,58 @@
+"""``kind = "style-inversion"``: Dataset Style Inversion (runner: ``runners/style_inversion.py``).
+
+"Is Synthetic Image Useful for Transfer Learning?" learns one new token from
+the target dataset's real training images by textual inversion on the
+Stable Diffusion model, then generates with prompts that carry it. The
+defaults follow diffusers' textual-inversion example for styles.
+"""
+
+from __future__ import annotations
+
+from runners import protocol
+from runners.kinds.base import Chart, Field, Kind, Problem, Ref
+
+TEMPLATES = ["a painting in the style of {style}", "a rendering in the style of {style}",
+             "a photo in the style of {style}", "a picture in the style of {style}",
+             "a good photo in the style of {style}", "a close-up photo in the style of {style}"]
+
+
+def _templates(value: list) -> str | None:
+    if not value or not all(isinstance(t, str) and "{style}" in t for t in value):
+        return "must be a non-empty list of prompts that each contain {style}"
+    return None
+
+
+F = Field
+FIELDS = {
+    "data": F(str, help="the images whose style is learned (a dataset's train split, or a run's dataset)",
+              ref=Ref(to="train_dir", split="train", artifact="dataset")),
+    "model": F(str, "CompVis/stable-diffusion-v1-4", "a hub id or a local diffusers Stable Diffusion folder"),
+    "token": F(str, "<dataset-style>", "the new token; prompts use it through {style}"),
+    "initializer": F(str, "painting", "word(s) whose embedding the token starts from (their mean)"),
+    "templates": F(list, TEMPLATES, "training prompts, each with {style}", check=_templates),
+    "images": F(int, 0, "a seeded sample of this many images (0: all)", min=0),
+    "steps": F(int, 3000, "optimisation steps", min=1),
+    "lr": F(float, 5e-4, "AdamW learning rate of the token's embedding", min=0, min_open=True),
+    "batch_size": F(int, 4, "images per step", min=1),
+    "resolution": F(int, 512, "images are resized (shorter side) and centre-cropped to this", min=8),
+    "checkpoint_every": F(int, 500, "steps between checkpoints", min=1),
+    "log_every": F(int, 10, "steps between train_step events", min=1),
+    "samples": F(int, 4, "images generated with the learned token at the end (0: none)", min=0),
+    "amp": F(bool, True, "the frozen VAE and UNet in half precision on CUDA"),
+}
+
+
+def check(p: dict) -> list[Problem]:
+    return [] if "data" in p else [("data", "needs the images whose style is learned")]
+
+
+KIND = Kind(
+    name="style-inversion",
+    runner="runners.style_inversion",
+    help="learn a dataset's style as one new token (textual inversion on Stable Diffusion)",
+    fields=FIELDS,
+    artifacts={"embedding": "the learned token, learned_embeds.safetensors (diffusers' format)",
+               "samples": "a grid of images generated with the token"},
+    charts=(Chart("textual inversion loss", protocol.TRAIN_STEP, "step", (("loss", "loss"),)),),
+    check=check,
+)
