@@ -150,7 +150,8 @@ def prunable(store: RunStore, run_id: str, keep_last: bool = True) -> list[Path]
     out = []
     for folder in folders:
         for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
-            if path.is_file() and path.resolve() not in keep and not any(k.is_relative_to(path) for k in keep):
+            # Kept: an artifact file, or anything inside an artifact folder.
+            if path.is_file() and not any(path.resolve().is_relative_to(k) for k in keep):
                 out.append(path)
     return out
 

@@ -319,3 +319,19 @@ def test_every_data_command_has_json(fixture_ws):
     assert json.loads(run_cli("supervisor", "--json", ws=fixture_ws.root).stdout)["running"] is False
     checks = json.loads(run_cli("doctor", "--json", ws=fixture_ws.root).stdout)
     assert {c["name"] for c in checks} >= {"python", "torch", "disk", "index"}
+
+
+def test_gc_keeps_an_artifact_folder_inside_checkpoints(tmp_path):
+    """train-generator reports checkpoints/generator/ as its artifact: all of it stays."""
+    ws = Workspace(tmp_path / "ws").ensure()
+    run_id, _ = _checkpointed_run(ws)
+    d = ws.run_dir(run_id)
+    (d / "checkpoints" / "generator").mkdir()
+    for name in ("model_index.json", "unet.safetensors"):
+        (d / "checkpoints" / "generator" / name).write_bytes(b"x" * 4096)
+    with open(d / protocol.EVENTS_FILE, "a") as f:
+        f.write(json.dumps({"t": 4, "type": "artifact", "path": str(d / "checkpoints" / "generator"),
+                            "kind": "generator"}) + "\n")
+    assert run_cli("gc", "--yes", ws=ws.root).returncode == 0
+    assert sorted(p.name for p in (d / "checkpoints" / "generator").iterdir()) == ["model_index.json",
+                                                                                   "unet.safetensors"]
