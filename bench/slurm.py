@@ -48,7 +48,8 @@ def through_synthgap(tmp: Path, noop: Path) -> tuple[float, dict[int, list[int]]
     ws = Workspace(tmp / "ws").ensure()
     (tmp / "data" / "train").mkdir(parents=True)
     (tmp / "data" / "val").mkdir(parents=True)
-    ws.config_path.write_text(f'[supervisor]\nlauncher = "slurm"\npoll_seconds = 0.2\n\n[slurm]\ntime = 10\n\n'
+    ws.config_path.write_text(f'[supervisor]\nlauncher = "slurm"\npoll_seconds = 0.2\n\n'
+                              f'[slurm]\ntime = 10\ngpus_per_node = 0\n\n'  # the local cluster has no GPUs
                               f'[runners]\ntrain = ["{sys.executable}", "{noop}"]\n')
     text = (f'[experiment]\nname = "noop"\n[datasets]\nreal = {{ path = "{tmp / "data"}" }}\n'
             f'[runs.t]\nkind = "train"\ntrain = "real"\neval = "real"\n[runs.t.sweep]\nseed = {list(range(N))}\n')

@@ -258,7 +258,8 @@ class Supervisor:
         try:
             handle = self.launcher.launch(launchers.Launch(
                 run_id=run_id, command=command, nproc=max(1, run.get("gpus_requested", 1)), env=env,
-                run_dir=run_dir, devices=devices, options=options, nodes=nodes))
+                run_dir=run_dir, devices=devices, options=options, nodes=nodes,
+                gpus=run.get("gpus_requested", 1)))
         except launchers.LaunchError as e:
             if run.get("error") != f"not started yet: {e}":
                 log.warning(f"{run_id} {run.get('name')} not started yet: {e}")

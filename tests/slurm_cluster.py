@@ -56,13 +56,14 @@ class Cluster:
             key.write_bytes(os.urandom(1024))
             os.chmod(key, 0o400)
         r = self.root
-        # Memory is left unset: the test box's RAM is not the node's business.
+        # Memory is left unset: the test box's RAM is not the node's business. cred_expire is
+        # also how long a requeued job waits before it may start again (120 s by default).
         self.conf.write_text(f"""\
 ClusterName=synthgap-test
 SlurmctldHost={self.node}
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket={self.munge_socket}
+AuthInfo=socket={self.munge_socket},cred_expire=10
 SlurmUser=root
 SlurmdUser=root
 SlurmctldPort=6817

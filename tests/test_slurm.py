@@ -37,7 +37,8 @@ def make_ws(tmp_path: Path, runner=None, **slurm) -> Path:
     runner = runner or f'["{PYTHON}", "{FAKE}"]'
     import tomlkit
 
-    options = tomlkit.dumps({"slurm": {"time": 10, "signal_delay_s": 30, **slurm}})
+    # The test cluster has no GPUs (no GRES): jobs ask for none, whatever a run's gpus says.
+    options = tomlkit.dumps({"slurm": {"time": 10, "signal_delay_s": 30, "gpus_per_node": 0, **slurm}})
     (ws / "config.toml").write_text(f'[supervisor]\nlauncher = "slurm"\npoll_seconds = 0.2\ngrace_seconds = 10\n\n'
                                     f"[runners]\ntrain = {runner}\ngenerate = {runner}\n\n{options}")
     for split in ("train", "val"):
@@ -147,7 +148,7 @@ def test_a_job_whose_id_never_reached_status_json_is_adopted_not_resubmitted(clu
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     launch = Launch(run_id="adopt00001", command=[PYTHON, str(FAKE), "--run-dir", str(run_dir)], nproc=1, env={},
-                    run_dir=run_dir, devices=[], options={"time": 5, "sbatch": {"begin": "now+1hour"}})
+                    run_dir=run_dir, devices=[], options={"time": 5, "sbatch": {"begin": "now+1hour"}}, gpus=0)
     first = SlurmLauncher().launch(launch)
     second = SlurmLauncher().launch(launch)  # a new supervisor process
     try:
@@ -179,10 +180,6 @@ def test_warning_signal_requeues_and_resumes_to_the_same_weights(cluster, tmp_pa
     job = status(ws, cut)["handle"]["job_id"]
     # What Slurm sends signal_delay_s before the time limit (and on preemption).
     subprocess.run(["scancel", "--signal=USR2", job], check=True)
-    wait_for(lambda: (status(ws, cut).get("where") or {}).get("requeues") == 1 or
-             (status(ws, cut).get("where") or {}).get("reason") == "BeginTime", timeout=120, what="requeued")
-    # Slurm holds a requeued job for two minutes (its BeginTime); the test does not wait for that.
-    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
     wait_for(lambda: set(states(ws).values()) == {"finished"}, timeout=240, what="both finished")
     ev = events(cut_dir)
     assert [e["type"] for e in ev if e["type"] in protocol.FINAL_EVENTS] == ["cancelled", "done"]

@@ -240,3 +240,19 @@ def test_slurm_times_in_every_sbatch_form_become_minutes(value, minutes):
     from synthgap_tui.launchers.slurm import _minutes
 
     assert _minutes(value) == minutes
+
+
+def test_slurm_options_become_sbatch_parameters_and_a_run_s_gpus_its_request(tmp_path):
+    from synthgap_tui.launchers import Launch
+    from synthgap_tui.launchers.slurm import executor_for
+
+    def params(options, gpus):
+        launch = Launch(run_id="x", command=["python"], nproc=max(1, gpus), env={}, run_dir=tmp_path, devices=[],
+                        options=options, gpus=gpus)
+        return executor_for(launch)[0].parameters
+
+    two = params({"partition": "gpu", "time": "1-00:00:00", "sbatch": {"mail-type": "FAIL"}}, gpus=2)
+    assert two["gpus_per_node"] == 2 and two["partition"] == "gpu" and two["time"] == 1440
+    assert two["additional_parameters"] == {"mail-type": "FAIL"} and two["job_name"] == "sg-x"
+    assert "gpus_per_node" not in params({}, gpus=0)  # a CPU run asks for no GPU
+    assert params({"gpus_per_node": 4}, gpus=1)["gpus_per_node"] == 4  # the options win

@@ -40,6 +40,7 @@ class Launch:
     devices: list[int]
     options: dict = field(default_factory=dict)  # the launcher's settings: config.toml's, then the run's
     nodes: int = 1
+    gpus: int = 0  # GPUs the run asks for (per node): a scheduler's request when its options do not say
 
 
 @dataclass(frozen=True)

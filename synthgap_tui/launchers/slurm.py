@@ -52,6 +52,21 @@ def _minutes(value) -> int:
     return int(days or 0) * 1440 + h * 60 + m + (1 if s else 0)
 
 
+def executor_for(launch: Launch):
+    """submitit's executor for one run (its sbatch options), and the merged options."""
+    import submitit
+
+    opts = {**DEFAULTS, **launch.options}
+    params = {_SUBMITIT[k]: v for k, v in opts.items() if k in _SUBMITIT}
+    params["time"] = _minutes(opts["time"])
+    # The run's own `gpus` is its request unless [slurm] / its slurm table say; 0 asks for none.
+    params["gpus_per_node"] = opts.get("gpus_per_node", launch.gpus) or None
+    executor = submitit.SlurmExecutor(folder=launch.run_dir / "slurm", max_num_timeout=opts["max_requeues"])
+    executor.update_parameters(job_name=f"{JOB_PREFIX}{launch.run_id}", nodes=launch.nodes, ntasks_per_node=1,
+                               stderr_to_stdout=True, **{k: v for k, v in params.items() if v is not None})
+    return executor, opts
+
+
 class SlurmLauncher(Launcher):
     name = "slurm"
     schedules = True
@@ -87,16 +102,9 @@ class SlurmLauncher(Launcher):
         adopted = self._live_jobs_by_run().pop(launch.run_id, None)
         if adopted:  # already in Slurm's queue: never submit a run twice
             return {**handle, "job_id": adopted, "adopted": True}
-        import submitit
-
         from synthgap_tui.launchers.slurm_job import RunnerJob
 
-        opts = {**DEFAULTS, **launch.options}
-        params = {_SUBMITIT[k]: v for k, v in opts.items() if k in _SUBMITIT}
-        params["time"] = _minutes(opts["time"])
-        executor = submitit.SlurmExecutor(folder=launch.run_dir / "slurm", max_num_timeout=opts["max_requeues"])
-        executor.update_parameters(job_name=f"{JOB_PREFIX}{launch.run_id}", nodes=launch.nodes,
-                                   ntasks_per_node=1, stderr_to_stdout=True, **params)
+        executor, opts = executor_for(launch)
         job_env = {k: v for k, v in launch.env.items() if k in ("PYTHONUNBUFFERED", "SYNTHGAP_KINDS")}
         try:
             job = executor.submit(RunnerJob(launch.command, job_env, str(launch.run_dir), nproc=launch.nproc,
