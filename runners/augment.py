@@ -84,6 +84,9 @@ def train_transform(name: str, mean, std, size: int = 224, local_size: int = 96,
     if name == "none":
         resize = int(round(size * 256 / 224))
         return Seeded(T.Compose([T.Resize(resize), T.CenterCrop(size), *normalize]))
+    if name == "clip":  # open_clip's training transform: a light bicubic crop, no flip
+        return Seeded(T.Compose([T.RandomResizedCrop(size, scale=(0.9, 1.0), interpolation=InterpolationMode.BICUBIC),
+                                 *normalize]))
     if name == "pytorch-example":
         return Seeded(T.Compose([*base, *normalize]))
     if name == "autoaugment":

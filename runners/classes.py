@@ -3,7 +3,8 @@
 A class has an ``id`` (its folder name in the generated ImageFolder), a
 ``name``, a ``definition`` and a ``hypernym``. ``classes = "imagenet100"``
 uses assets/imagenet100.json (WordNet 3.0); a user file is JSON (a list, or
-``{"classes": [...]}``) or CSV with the columns id, name, definition[, hypernym].
+``{"classes": [...]}``) or CSV with the columns id, name, definition[, hypernym,
+names]. ``names`` are the synonyms retrieval matches (CSV: separated by ';').
 """
 
 from __future__ import annotations
@@ -52,8 +53,12 @@ def load_classes(source: str) -> list[dict]:
         if cid in seen:
             raise RunnerError(f"{path}: class id {cid!r} appears twice")
         seen.add(cid)
-        out.append({"id": cid, "name": str(c.get("name") or cid), "definition": str(c.get("definition") or ""),
-                    "hypernym": str(c.get("hypernym") or "")})
+        name = str(c.get("name") or cid)
+        names = c.get("names") or [name]
+        if isinstance(names, str):  # CSV: synonyms separated by ';'
+            names = [n.strip() for n in names.split(";") if n.strip()]
+        out.append({"id": cid, "name": name, "names": [str(n) for n in names], "definition":
+                    str(c.get("definition") or ""), "hypernym": str(c.get("hypernym") or "")})
     if not out:
         raise RunnerError(f"{path}: no classes")
     return out

@@ -23,6 +23,7 @@ RESULTS_FILE = "results.json"
 STDOUT_FILE = "stdout.log"
 CHECKPOINT_DIR = "checkpoints"
 DATA_DIR = "data"  # where a runner that makes a dataset writes it
+CACHE_DIR = "cache"  # in the workspace: what runs share (e.g. a pool's CLIP embeddings)
 
 # Event types. Final events end a runner's attempt; the supervisor uses them
 # to tell "finished", "failed" and "cancelled" apart from "lost".
@@ -186,6 +187,11 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> N
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def workspace_cache(run_dir: str | os.PathLike) -> Path:
+    """The workspace's cache folder, seen from one of its run directories (WS/runs/ID)."""
+    return Path(run_dir).resolve().parent.parent / CACHE_DIR
 
 
 def remove_temp_files(folder: str | os.PathLike) -> int:

@@ -1,4 +1,4 @@
-"""Train a ResNet student: ``python -m runners.train --run-dir DIR [--resume]``.
+"""Train a ResNet student or adapt CLIP: ``python -m runners.train --run-dir DIR [--resume]``.
 
 Reads ``DIR/spec.json`` (written by ``synthgap submit``), writes events,
 checkpoints and ``results.json`` into DIR. Layout after torchvision's
@@ -27,7 +27,7 @@ from runners.archs import BLOCKS
 from runners.augment import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
 from runners.data import (DataError, EpochSampler, ImageList, SeededImages, balanced_fraction,
                           channel_stats, check_same_classes, mix_seed, mix_weights, scan_folder)
-from runners.kinds.train import KIND
+from runners.kinds.train import KIND, is_clip
 from runners.layers import (Student, build_named, build_resnet, classifier_of, layer_prefixes, load_prefix,
                             load_state_file, trainable_parameters)
 from runners.runtime import (Cancelled, Device, RunContext, RunnerError, atomic_torch_save, run_main,
@@ -53,6 +53,7 @@ class Stage:
 
 
 def stages_of(cfg: dict) -> list[Stage]:
+    """The training phases; none for epochs = 0 without training data (evaluate the starting weights)."""
     common = dict(lr=cfg["lr"], mixup=cfg["mixup"], fraction=cfg["fraction"], augment=cfg["augment"])
     if cfg.get("stages"):
         return [Stage(dirs=[s["train_dir"]], weights=[1.0], epochs=s.get("epochs", cfg["epochs"]),
@@ -63,6 +64,8 @@ def stages_of(cfg: dict) -> list[Stage]:
         return [Stage(dirs=[m["dir"] for m in cfg["mix"]], weights=[m.get("weight", 1.0) for m in cfg["mix"]],
                       epochs=cfg["epochs"], reinit_classifier=False, **common)]
     if not cfg.get("train_dir"):
+        if cfg["epochs"] == 0:
+            return []
         raise RunnerError("the spec names no training data (train, mix or stages)")
     return [Stage(dirs=[cfg["train_dir"]], weights=[1.0], epochs=cfg["epochs"], reinit_classifier=False, **common)]
 
@@ -83,6 +86,14 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
             continue
         (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(model: nn.Module, cfg: dict, lr: float) -> torch.optim.Optimizer:
+    """SGD at ``lr`` x batch/256 (the linear scaling rule), or AdamW at ``lr`` as given."""
+    groups = param_groups(model, cfg["weight_decay"])
+    if cfg["optimizer"] == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    return torch.optim.SGD(groups, lr=lr * cfg["batch_size"] / 256, momentum=cfg["momentum"])
 
 
 def lr_lambda(base_lr: float, min_lr: float, warmup_steps: int, total_steps: int):
@@ -222,8 +233,28 @@ def pretrained_state(weights: str) -> dict:
                           "give a local weights file") from None
 
 
-def build_student(cfg: dict, num_classes: int, ctx: RunContext) -> Student:
+def build_clip_student(cfg: dict, classes: list[str], ctx: RunContext) -> tuple[Student, tuple | None]:
+    """The image tower of an open_clip model under its zero-shot head, and the
+    model's own input statistics."""
+    from runners.classes import load_classes
+    from runners.clip import ClipClassifier, class_names, load_clip, text_embeddings
+
+    clip = load_clip(cfg["arch"].partition(":")[2], cfg.get("pretrained"))
+    if clip.image_size != cfg["image_size"]:
+        raise RunnerError(f"image_size is {cfg['image_size']}; {cfg['arch']} takes {clip.image_size} px images")
+    names = class_names(classes, load_classes(cfg["classes"]) if cfg.get("classes") else None)
+    text = text_embeddings(clip, names, cfg["templates"], torch.device("cpu"))
+    ctx.log(f"zero-shot head: {len(names)} classes x {len(cfg['templates'])} template(s), e.g. "
+            f"{cfg['templates'][0].format(name=names[0])!r}")
+    return Student(ClipClassifier(clip, text)), (clip.mean, clip.std)
+
+
+def build_student(cfg: dict, classes: list[str], ctx: RunContext) -> tuple[Student, tuple | None]:
+    """The model, and its own input statistics where it has them (CLIP)."""
     torch.manual_seed(mix_seed("init", cfg["seed"]))
+    num_classes = len(classes)
+    if is_clip(cfg["arch"]):
+        return build_clip_student(cfg, classes, ctx)
     if cfg["arch"] not in BLOCKS:
         try:
             net = build_named(cfg["arch"], num_classes)
@@ -234,7 +265,7 @@ def build_student(cfg: dict, num_classes: int, ctx: RunContext) -> Student:
             head = {k for k, v in net.state_dict().items() if k not in state or state[k].shape != v.shape}
             net.load_state_dict({k: v for k, v in state.items() if k not in head}, strict=False)
             ctx.log(f"weights {cfg['weights']}: loaded all but {len(head)} tensors (the classifier)")
-        return Student(net)
+        return Student(net), None
     net = build_resnet(cfg["arch"], num_classes, small_input=cfg["small_input"], tau=cfg["tau"], width=cfg["width"])
     if cfg.get("weights"):
         # Every layer but the classifier must be in the file: a partial load would pass unnoticed.
@@ -251,7 +282,7 @@ def build_student(cfg: dict, num_classes: int, ctx: RunContext) -> Student:
                 + ("" if cfg["reinit"] else ", later layers kept"))
     elif n:
         raise RunnerError("freeze_layers > 0 needs init_from")
-    return Student(net, frozen=n, frozen_bn=cfg["frozen_bn"])
+    return Student(net, frozen=n, frozen_bn=cfg["frozen_bn"]), None
 
 
 def make_loader(images: list[ImageList], stage: Stage, cfg: dict, transform, batch: int, device: Device,
@@ -285,15 +316,22 @@ def run_training(ctx: RunContext, args) -> dict:
         for stage_sets in train_sets:
             for il in stage_sets:
                 check_same_classes(eval_images, il, "train vs eval")
-        norm = {"train": (IMAGENET_MEAN, IMAGENET_STD)}
-        if cfg["normalization"] != "imagenet":  # exact: each dataset its own statistics (Mind the Gap, Table 1)
-            norm["train"] = channel_stats(train_sets[-1][0], ctx.run_dir, cfg["normalization_images"])
+        probe_images = scan_folder(cfg["probe_dir"], "probe") if cfg.get("probe_dir") else None
+        if probe_images:
+            check_same_classes(eval_images, probe_images, "probe vs eval")
+    except DataError as e:
+        raise RunnerError(str(e)) from None
+    classes = eval_images.classes
+    student, own_stats = build_student(cfg, classes, ctx)
+    try:
+        norm = {"train": own_stats if cfg["normalization"] == "model" else (IMAGENET_MEAN, IMAGENET_STD)}
+        if cfg["normalization"].startswith("exact"):  # each dataset its own statistics (Mind the Gap, Table 1)
+            first = train_sets[-1][0] if train_sets else eval_images
+            norm["train"] = channel_stats(first, ctx.run_dir, cfg["normalization_images"])
         norm["eval"] = channel_stats(eval_images, ctx.run_dir, cfg["normalization_images"]) \
             if cfg["normalization"] == "exact" else norm["train"]
     except DataError as e:
         raise RunnerError(str(e)) from None
-    classes = eval_images.classes
-    student = build_student(cfg, len(classes), ctx)
     student.to(device.device, memory_format=device.memory_format)
     trainable = trainable_parameters(student)
     model: nn.Module = student
@@ -344,12 +382,11 @@ def run_training(ctx: RunContext, args) -> dict:
         if stage.reinit_classifier and s > 0 and resume_state is None:
             classifier_of(student.net).reset_parameters()
             ctx.log(f"stage {s + 1}: classifier re-initialised")
-        scaled_lr = stage.lr * cfg["batch_size"] / 256
-        optimizer = torch.optim.SGD(param_groups(student, cfg["weight_decay"]), lr=scaled_lr,
-                                    momentum=cfg["momentum"])
+        optimizer = make_optimizer(student, cfg, stage.lr)
         stage_steps = steps_per_epoch[s] * stage.epochs
+        warmup = cfg["warmup_steps"] or steps_per_epoch[s] * cfg["warmup_epochs"]
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(
-            scaled_lr, cfg["min_lr"], steps_per_epoch[s] * cfg["warmup_epochs"], stage_steps))
+            optimizer.param_groups[0]["lr"], cfg["min_lr"], warmup, stage_steps))
         first_epoch = 0
         if resume_state is not None and s == start_stage:
             optimizer.load_state_dict(resume_state["optimizer"])
@@ -381,10 +418,44 @@ def run_training(ctx: RunContext, args) -> dict:
         epoch_offset += stage.epochs
         resume_state = None
 
+    if not stages:  # epochs = 0: the starting weights as they are
+        history = [{"epoch": 0, "stage": 0, "skipped": 0, **evaluate(model, eval_loader, device, cfg["bn_eval_mode"])}]
+        ctx.emit(protocol.EPOCH, **history[0])
+    summary = summarize(history, cfg, trainable)
+    summary["train_images"] = len(loaders[-1][0].dataset) if loaders else 0  # of the last stage
     if ctx.main:
         atomic_torch_save(student.net.state_dict(), ctx.checkpoints / MODEL)
         ctx.emit(protocol.ARTIFACT, path=str(ctx.checkpoints / MODEL), kind="model")
-    return summarize(history, cfg, trainable)
+        if probe_images:
+            tf = eval_transform(*norm["eval"], cfg["image_size"])
+            summary["linear_probe_top1"] = probe_top1(student.net, probe_images, eval_images, tf, cfg, device)
+            ctx.log(f"linear probe on {len(probe_images.samples)} real images: "
+                    f"{summary['linear_probe_top1']:.2f}% top-1")
+    return summary
+
+
+@torch.no_grad()
+def features_of(net: nn.Module, images: ImageList, transform, cfg: dict, device: Device) -> tuple:
+    net.eval()
+    loader = DataLoader(SeededImages(images.samples, transform, seed=0), batch_size=cfg["batch_size"],
+                        num_workers=min(cfg["workers"], os.cpu_count() or 1), pin_memory=device.cuda)
+    xs, ys = [], []
+    for x, y, _ in loader:
+        with device.autocast():
+            xs.append(net.features(device.to(x)).float().cpu())
+        ys.append(y)
+    return torch.cat(xs), torch.cat(ys)
+
+
+def probe_top1(net: nn.Module, probe: ImageList, eval_images: ImageList, transform, cfg: dict, device: Device) -> float:
+    """Linear-probe accuracy: logistic regression on the final features of the real
+    training split, scored on the evaluation split."""
+    from runners.clip import linear_probe
+
+    head = linear_probe(*features_of(net, probe, transform, cfg, device), len(probe.classes), l2=cfg["probe_l2"])
+    x, y = features_of(net, eval_images, transform, cfg, device)
+    with torch.no_grad():
+        return 100 * float((head(x).argmax(1) == y).float().mean())
 
 
 def _checkpoint(ctx, student, optimizer, scheduler, scaler, cfg, stage, epoch, step_in_epoch, global_step, history):
@@ -402,11 +473,12 @@ def _checkpoint(ctx, student, optimizer, scheduler, scaler, cfg, stage, epoch, s
 def summarize(history: list[dict], cfg: dict, trainable: int) -> dict:
     """Mean and std over the last ``report_last`` epochs (the papers' reporting)."""
     last = history[-cfg["report_last"]:]
+    rates = [h["images_per_s"] for h in history if "images_per_s" in h]
     out = {"epochs": len(history), "last_n": len(last), "trainable_params": trainable,
            "skipped_images": sum(h["skipped"] for h in history),
-           "images_per_s": round(statistics.fmean(h["images_per_s"] for h in history), 2) if history else None}
+           "images_per_s": round(statistics.fmean(rates), 2) if rates else None}
     for key in ("top1", "top5", "val_loss", "train_loss"):
-        values = [h[key] for h in last]
+        values = [h[key] for h in last if h.get(key) is not None]
         out[f"{key}_mean"] = statistics.fmean(values) if values else None
         out[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
     out["best_top1"] = max((h["top1"] for h in history), default=None)

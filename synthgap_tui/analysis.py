@@ -23,7 +23,14 @@ from synthgap_tui.workspace import Workspace
 # reduction factor of the real data (2, 4, 8, 16), i.e. 1 / fraction. These
 # keys read better on a log axis too.
 FIT_AXES = {"fraction": ("the reduction factor 1/fraction", lambda fraction: 1 / fraction)}
-LOG_KEYS = set(FIT_AXES)
+# The Unmet Promise, Fig. 2: CLIP adaptation against the number of adaptation
+# images (a run's `train_images` result) where the data's fraction is swept.
+IMAGES = "train_images"
+LOG_KEYS = {*FIT_AXES, IMAGES}
+AXIS_LABELS = {"freeze_layers": "layers transferred and frozen (N)", "fraction": "fraction of real training data",
+               IMAGES: "adaptation images"}
+# What a sweep plots: the metric's label (the summary's KEY_mean, or KEY).
+SWEEP_METRICS = {"top1": "top-1 accuracy (%)", "linear_probe_top1": "linear-probe top-1 (%)"}
 
 
 @dataclass(frozen=True)
@@ -146,12 +153,15 @@ def to_markdown(header: list[str], rows: list[list[str]]) -> str:
 
 @dataclass
 class Sweep:
-    """top-1 against one swept value, per series, with the other runs as baselines."""
+    """A metric (top-1 by default) against one swept value, per series, with the
+    runs that sweep nothing as baselines. Runs that differ only by their seed are
+    one point: the mean, with the std over the seeds as its error bar."""
 
     key: str
-    series: dict[str, list[tuple[float, float, float]]]  # base name -> [(x, top1 mean, std)]
-    baselines: dict[str, float]  # run name -> top-1 mean
+    series: dict[str, list[tuple[float, float, float]]]  # base name -> [(x, mean, std)]
+    baselines: dict[str, float]  # run name -> its value
     fits: dict[str, Fit]  # base name -> its fit
+    metric: str = "top1"
 
     @property
     def log_x(self) -> bool:
@@ -159,42 +169,86 @@ class Sweep:
 
 
 def sweep_keys(runs: list[RunData]) -> list[str]:
-    """Swept keys among these runs, most common first (freeze_layers wins ties)."""
+    """Swept keys among these runs, most common first (freeze_layers wins ties), the
+    number of adaptation images first for CLIP adaptation runs; never the seed."""
     counts: dict[str, int] = {}
     for r in runs:
         for key in (r.spec.get("sweep") or {}):
-            counts[key] = counts.get(key, 0) + 1
-    return sorted(counts, key=lambda k: (-counts[k], k != "freeze_layers", k))
+            if key != "seed":
+                counts[key] = counts.get(key, 0) + 1
+        if "fraction" in (r.spec.get("sweep") or {}) and _adaptation(r):
+            counts[IMAGES] = counts.get(IMAGES, 0) + 1
+    return sorted(counts, key=lambda k: (k != IMAGES, -counts[k], k != "freeze_layers", k))
 
 
-def find_sweep(runs: list[RunData], key: str | None = None) -> Sweep | None:
-    """top-1 against a swept key (by default the most common: freeze_layers for the
-    layer-freeze figure, fraction for data reduction, …). Runs without a sweep
-    are the baselines; runs swept over other keys are left out."""
+def _adaptation(r: RunData) -> bool:
+    return r.summary.get("linear_probe_top1") is not None and r.summary.get(IMAGES) is not None
+
+
+def metric_value(summary: dict, metric: str) -> tuple[float | None, float]:
+    """A run's value of a sweep metric and its own spread (over its last epochs)."""
+    if summary.get(f"{metric}_mean") is not None:
+        return summary[f"{metric}_mean"], summary.get(f"{metric}_std") or 0.0
+    value = summary.get(metric)
+    return (value, 0.0) if isinstance(value, (int, float)) and not isinstance(value, bool) else (None, 0.0)
+
+
+def sweep_metrics(runs: list[RunData]) -> list[str]:
+    """The sweep metrics these runs report (top-1 always)."""
+    return ["top1"] + [m for m in SWEEP_METRICS if m != "top1" and any(metric_value(r.summary, m)[0] is not None
+                                                                        for r in runs)]
+
+
+def find_sweep(runs: list[RunData], key: str | None = None, metric: str = "top1") -> Sweep | None:
+    """``metric`` against a swept key (by default the most common: freeze_layers for
+    the layer-freeze figure, fraction for data reduction, the adaptation images
+    for CLIP adaptation). Runs without a sweep are the baselines; runs swept over
+    other keys are left out."""
     keys = sweep_keys(runs)
     if not keys:
         return None
     key = key if key in keys else keys[0]
-    series: dict[str, list] = {}
+    groups: dict[tuple[str, float], list[tuple[float, float]]] = {}
     baselines = {}
     for r in runs:
-        top1 = r.summary.get("top1_mean")
-        sweep = r.spec.get("sweep") or {}
-        if top1 is None:
+        value, spread = metric_value(r.summary, metric)
+        sweep = {k: v for k, v in (r.spec.get("sweep") or {}).items() if k != "seed"}
+        x = r.summary.get(IMAGES) if key == IMAGES and "fraction" in sweep else sweep.get(key)
+        if value is None:
             continue
-        if isinstance(sweep.get(key), (int, float)):
-            series.setdefault(r.base, []).append((float(sweep[key]), top1, r.summary.get("top1_std") or 0.0))
-        elif not sweep:
-            baselines[r.name] = top1
+        if isinstance(x, (int, float)) and not isinstance(x, bool):
+            others = ",".join(f"{k}={v}" for k, v in sweep.items() if k != key and not (key == IMAGES and k == "fraction"))
+            groups.setdefault((f"{r.base}[{others}]" if others else r.base, float(x)), []).append((value, spread))
+        elif not r.spec.get("sweep"):
+            baselines[r.name] = value
+    series: dict[str, list] = {}
+    for (name, x), values in groups.items():
+        means = [v for v, _ in values]
+        std = statistics.stdev(means) if len(means) > 1 else values[0][1]  # over seeds, else the run's own
+        series.setdefault(name, []).append((x, statistics.fmean(means), std))
     for points in series.values():
         points.sort()
     fits = {}
-    if key in FIT_AXES:
+    if key in FIT_AXES and metric == "top1":
         for name, points in series.items():
             fit = log_fit([FIT_AXES[key][1](p[0]) for p in points if p[0] > 0], [p[1] for p in points if p[0] > 0])
             if fit:
                 fits[name] = Fit(*fit, key=key)
-    return Sweep(key, series, baselines, fits)
+    return Sweep(key, series, baselines, fits, metric)
+
+
+def sweep_table(sweeps: list[Sweep]) -> tuple[list[str], list[list[str]]]:
+    """The sweep figure's numbers: one row per series and x, a column per metric."""
+    header = ["Series", AXIS_LABELS.get(sweeps[0].key, sweeps[0].key)] + [SWEEP_METRICS[s.metric] for s in sweeps]
+    cells: dict[tuple[str, float | None], list[str]] = {}  # x None: a baseline
+    for i, sweep in enumerate(sweeps):
+        for name, points in sweep.series.items():
+            for x, mean, std in points:
+                cells.setdefault((name, x), [""] * len(sweeps))[i] = fmt_pm(mean, std)
+        for name, value in sweep.baselines.items():
+            cells.setdefault((name, None), [""] * len(sweeps))[i] = fmt_pm(value, None)
+    order = sorted(cells, key=lambda k: (k[0], k[1] is not None, k[1] or 0.0))
+    return header, [[name, "" if x is None else f"{x:g}", *cells[name, x]] for name, x in order]
 
 
 def log_fit(xs: list[float], ys: list[float]) -> tuple[float, float] | None:
@@ -232,26 +286,28 @@ def _pyplot():
     return plt
 
 
-def sweep_figure(sweep: Sweep, title: str):
+def sweep_figure(sweeps: list[Sweep], title: str):
+    """One panel per metric (The Unmet Promise's Fig. 2 has zero-shot and linear probe):
+    series with error bars, fits dashed, baselines (an off-the-shelf model) dotted."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    for name, points in sweep.series.items():
-        xs, ys, ss = zip(*points)
-        ax.errorbar(xs, ys, yerr=ss, marker="o", capsize=3, label=name)
-        if name in sweep.fits:
-            fit = sweep.fits[name]
-            grid = [min(xs) * (max(xs) / min(xs)) ** (i / 50) for i in range(51)]
-            ax.plot(grid, [fit.at(x) for x in grid], "--", alpha=0.7, label=f"{name}: {fit}")
-    for name, top1 in sweep.baselines.items():
-        ax.axhline(top1, linestyle=":", label=name)
-    if sweep.log_x:
-        ax.set_xscale("log")
-    ax.set_xlabel({"freeze_layers": "layers transferred and frozen (N)",
-                   "fraction": "fraction of real training data"}.get(sweep.key, sweep.key))
-    ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    fig, axes = plt.subplots(1, len(sweeps), figsize=(6.4 * len(sweeps), 4.2), dpi=120, squeeze=False)
+    for ax, sweep in zip(axes[0], sweeps):
+        for name, points in sweep.series.items():
+            xs, ys, ss = zip(*points)
+            ax.errorbar(xs, ys, yerr=ss, marker="o", capsize=3, label=name)
+            if name in sweep.fits:
+                fit = sweep.fits[name]
+                grid = [min(xs) * (max(xs) / min(xs)) ** (i / 50) for i in range(51)]
+                ax.plot(grid, [fit.at(x) for x in grid], "--", alpha=0.7, label=f"{name}: {fit}")
+        for name, value in sweep.baselines.items():
+            ax.axhline(value, linestyle="--" if sweep.key == IMAGES else ":", color="gray", label=name)
+        if sweep.log_x:
+            ax.set_xscale("log")
+        ax.set_xlabel(AXIS_LABELS.get(sweep.key, sweep.key))
+        ax.set_ylabel(SWEEP_METRICS[sweep.metric])
+        ax.set_title(title if len(sweeps) == 1 else f"{title}: {SWEEP_METRICS[sweep.metric]}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -259,15 +315,17 @@ def sweep_figure(sweep: Sweep, title: str):
 def curves_figure(runs: list[RunData], metric: str = "top1", title: str = ""):
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    drawn = False
     for r in runs:
         pts = [(e["epoch"], e[metric]) for e in r.epochs if e.get(metric) is not None]
         if pts:
             ax.plot(*zip(*pts), label=r.name)
+            drawn = True
     ax.set_xlabel("epoch")
     ax.set_ylabel({"top1": "top-1 accuracy (%)", "top5": "top-5 accuracy (%)"}.get(metric, metric))
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    if runs:
+    if drawn:
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
@@ -285,9 +343,13 @@ def export(runs: list[RunData], out_dir: Path, title: str) -> list[Path]:
     (out_dir / "epochs.csv").write_text(to_csv(["run", "epoch", *fields], curve_rows))
     written.append(out_dir / "epochs.csv")
     figures = {"curves": curves_figure(runs, "top1", title)}
-    sweep = find_sweep(runs)
-    if sweep and sweep.series:
-        figures["sweep"] = sweep_figure(sweep, title)
+    sweeps = [sw for sw in (find_sweep(runs, metric=m) for m in sweep_metrics(runs)) if sw and sw.series]
+    if sweeps:
+        figures["sweep"] = sweep_figure(sweeps, title)
+        table = sweep_table(sweeps)
+        for name, text in (("sweep.csv", to_csv(*table)), ("sweep.md", to_markdown(*table))):
+            (out_dir / name).write_text(text)
+            written.append(out_dir / name)
     plt = _pyplot()
     for stem, fig in figures.items():
         for ext in ("png", "svg"):

@@ -53,3 +53,45 @@ def test_the_data_reduction_fit_is_in_the_paper_s_convention(tmp_path):
     assert abs(fit.a + 2.23) < 1e-9 and abs(fit.b - 85.61) < 1e-9  # the paper's sign: accuracy falls with x
     assert str(fit) == "top-1 = -2.23·ln(x) + 85.61, x = the reduction factor 1/fraction"
     assert abs(fit.at(0.125) - (85.61 - 2.23 * math.log(8))) < 1e-9
+
+
+def _adaptation_runs():
+    """The Unmet Promise, Fig. 2 shaped runs: two arms x 2 sizes x 3 seeds, an off-the-shelf model."""
+    runs, i = [], 0
+    for arm, base_acc in (("adapt-retrieved", 60.0), ("adapt-synthetic", 50.0)):
+        for fraction, images in ((0.5, 100), (1.0, 200)):
+            for seed in (0, 1, 2):
+                summary = {"top1_mean": base_acc + fraction * 10 + seed, "top1_std": 0.0, "train_images": images,
+                           "linear_probe_top1": base_acc + 20 + seed * 2}
+                runs.append(analysis.RunData({"id": f"{i:010d}", "name": f"{arm}[fraction={fraction},seed={seed}]",
+                                              "kind": "train", "summary": summary},
+                                             {"sweep": {"fraction": fraction, "seed": seed}}))
+                i += 1
+    runs.append(analysis.RunData({"id": f"{i:010d}", "name": "off-the-shelf", "kind": "train",
+                                  "summary": {"top1_mean": 40.0, "top1_std": 0.0, "train_images": 0,
+                                              "linear_probe_top1": 70.0}}, {}))
+    return runs
+
+
+def test_seeds_aggregate_to_mean_and_std_against_the_number_of_adaptation_images():
+    runs = _adaptation_runs()
+    assert analysis.sweep_keys(runs) == ["train_images", "fraction"]  # never the seed
+    zero_shot = analysis.find_sweep(runs)
+    assert zero_shot.key == "train_images" and zero_shot.baselines == {"off-the-shelf": 40.0}
+    (x, mean, std), _ = zero_shot.series["adapt-retrieved"]
+    assert (x, mean, std) == (100.0, 66.0, 1.0)  # 65, 66, 67 over the seeds
+    probe = analysis.find_sweep(runs, metric="linear_probe_top1")
+    assert probe.series["adapt-synthetic"][1] == (200.0, 72.0, 2.0) and probe.baselines == {"off-the-shelf": 70.0}
+    by_fraction = analysis.find_sweep(runs, "fraction")
+    assert [p[0] for p in by_fraction.series["adapt-retrieved"]] == [0.5, 1.0]
+    header, rows = analysis.sweep_table([zero_shot, probe])
+    assert header == ["Series", "adaptation images", "top-1 accuracy (%)", "linear-probe top-1 (%)"]
+    assert ["adapt-retrieved", "100", "66.0 ± 1.0", "82.0 ± 2.0"] in rows
+    assert ["off-the-shelf", "", "40.0", "70.0"] in rows
+
+
+def test_export_draws_figure_2_with_both_panels(tmp_path):
+    written = analysis.export(_adaptation_runs(), tmp_path, "unmet promise")
+    assert {"sweep.png", "sweep.svg", "sweep.csv", "sweep.md"} <= {p.name for p in written}
+    svg = (tmp_path / "sweep.svg").read_text()
+    assert "adaptation images" in svg and "linear-probe top-1" in svg and "off-the-shelf" in svg

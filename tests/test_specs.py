@@ -20,7 +20,7 @@ MALFORMED = [
     ("[runs.a]\nkind = 'train'\ntrain = 'real'\neval = 'real'\narch = 'torchvision:vit_b_16'",
      "[runs.a] field 'tau': the cosine classifier (tau > 0) is built for resnet18"),
     ("[runs.a]\nkind = 'train'\ntrain = 'real'\neval = 'real'\narch = 'vgg16'",
-     "[runs.a] field 'arch': is 'vgg16'; allowed: resnet18, resnet34, resnet50, 'torchvision:NAME' or 'timm:NAME'"),
+     "[runs.a] field 'arch': is 'vgg16'; allowed: resnet18, resnet34, resnet50, 'torchvision:NAME', 'timm:NAME' or 'clip:NAME'"),
     ("[runs.g]\nkind = 'generate'\ngpus = 2", "[runs.g] field 'gpus': is 2; a generate run uses one GPU: split "
      "the images over several runs with shard"),
     ("[runs.g]\nkind = 'generate'\nscheduler = 'fast'", "[runs.g] field 'scheduler': is 'fast'; allowed: "
@@ -29,7 +29,7 @@ MALFORMED = [
      "spec.toml: [runs.a] field 'epochs': must be an integer, not str 'ten'"),
     ("[runs.a]\nkind = 'train'\ntrain = 'real'\neval = 'real'\nepoch = 10",
      "[runs.a] field 'epoch': is not a field of a train run (did you mean 'epochs'?)"),
-    ("[runs.a]\nkind = 'trian'", "[runs.a] field 'kind': is 'trian' (did you mean 'train'?); allowed: 'generate', 'style-inversion', 'stylize', 'train'"),
+    ("[runs.a]\nkind = 'trian'", "[runs.a] field 'kind': is 'trian' (did you mean 'train'?); allowed: 'generate', 'retrieve', 'style-inversion', 'stylize', 'train'"),
     ("[runs.a]\ntrain = 'real'", "[runs.a] field 'kind': is missing"),
     (OK_TRAIN + "[runs.f]\nkind = 'train'\ninit_from = 'base'\ntrain = 'real'\neval = 'real'\nfreeze_layers = 18",
      "[runs.f] field 'freeze_layers': is 18; a resnet50 has 18 layers, so 0..17"),
@@ -175,7 +175,7 @@ def test_every_preset_expands_and_dry_run_warns_about_placeholder_folders(tmp_pa
     presets = {p.name: p for p in list_presets()}
     assert {"mtg-baselines", "mtg-freeze-real-to-synth", "mtg-freeze-synth-to-real", "mtg-data-reduction",
             "mtg-normalization", "mtg-augmentation", "mtg-unclip", "mtg-stylized", "bridged-transfer",
-            "generation", "dsi"} <= set(presets)
+            "generation", "dsi", "unmet-promise-scaling", "unmet-promise-perturb"} <= set(presets)
     ws = Workspace(tmp_path)
     for preset in presets.values():
         exp = load_spec(preset.path)
@@ -210,6 +210,20 @@ def test_every_preset_expands_and_dry_run_warns_about_placeholder_folders(tmp_pa
     assert dsi["gen-dsi"].deps == ["style"] and dsi["gen-dsi"].refs["style_from"] == ("run", "style")
     assert "style_from" not in dsi["gen-template"].params
     assert len([r for r in dsi.values() if r.base == "bridged-dsi-volume"]) == 4
+    # The Unmet Promise, Fig. 2: retrieved vs synthetic at 4 sizes x 3 seeds, one off-the-shelf evaluation.
+    scaling = load_spec(presets["unmet-promise-scaling"].path).runs
+    for arm, data in (("adapt-retrieved", "retrieved"), ("adapt-synthetic", "synthetic")):
+        arm_runs = [r for r in scaling if r.base == arm]
+        assert sorted((r.params["fraction"], r.params["seed"]) for r in arm_runs) == \
+            [(f, s) for f in (0.1, 0.25, 0.5, 1.0) for s in (0, 1, 2)]
+        assert {tuple(r.deps) for r in arm_runs} == {(data,)}
+    by_name = {r.name: r for r in scaling}
+    assert by_name["off-the-shelf"].params["epochs"] == 0 and by_name["off-the-shelf"].deps == []
+    assert by_name["retrieved"].refs["dedup_against"] == ("dataset", "target")
+    assert {r.params["recipe"] for r in scaling if r.kind == "train"} == {"unmet-promise"}
+    perturb = load_spec(presets["unmet-promise-perturb"].path).runs
+    assert sorted(r.deps[0] for r in perturb if r.base == "adapt-perturbed") == \
+        [f"perturbed[strength={g}]" for g in (0.2, 0.4, 0.6, 0.8)]
     table4 = load_spec(presets["mtg-unclip"].path)
     assert {r.deps[0] for r in table4.runs if r.kind == "train"} == \
         {"gen-unclip", "gen-sd21", "gen-sd14"}

@@ -112,6 +112,29 @@ def test_compare_screen_finds_the_layer_freeze_sweep_and_baselines(fixture_ws):
     asyncio.run(go())
 
 
+def test_compare_screen_shows_figure_2_and_switches_to_the_linear_probe(tmp_path):
+    from tui_fixtures import build_adaptation_workspace
+
+    ws = build_adaptation_workspace(tmp_path / "ws")
+
+    async def go():
+        app = app_for(ws)
+        async with app.run_test(size=(100, 40)) as pilot:
+            app.push_screen(CompareScreen([r["id"] for r in RunStore(ws).list()], "unmet"))
+            await wait_until(pilot, lambda: app.screen.data, what="runs loaded")
+            chart = app.screen.query_one("#chart-sweep")
+            assert chart.xlabel == "train_images" and chart.title.startswith("top-1")
+            assert chart.series["adapt-retrieved"] == ([100.0, 200.0], [66.0, 71.0])  # means over 3 seeds
+            assert set(chart.hlines) == {"off-the-shelf"}
+            table = app.screen.query_one("#sweep-table")
+            rows = [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+            assert ["adapt-synthetic", "200", "61.0 ± 1.0", "72.0 ± 2.0"] in rows
+            await pilot.press("m")
+            assert chart.title.startswith("linear-probe")
+            assert chart.series["adapt-retrieved"][1] == [82.0, 82.0] and chart.hlines == {"off-the-shelf": 70}
+    asyncio.run(go())
+
+
 def test_compose_screen_validates_inline(fixture_ws):
     async def go():
         app = app_for(fixture_ws)

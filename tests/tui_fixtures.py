@@ -14,7 +14,7 @@ _counter = iter(range(1, 10**6))
 
 
 def _run(ws: Workspace, name: str, experiment: str, state: str, top1s=(), sweep=None, kind="train",
-         error=None, start=T0) -> str:
+         error=None, start=T0, results=None) -> str:
     rid = f"{next(_counter):010d}"  # fixed ids keep snapshots stable
     d = ws.run_dir(rid)
     d.mkdir(parents=True)
@@ -41,7 +41,7 @@ def _run(ws: Workspace, name: str, experiment: str, state: str, top1s=(), sweep=
             mean = sum(last) / len(last)
             std = (sum((x - mean) ** 2 for x in last) / max(1, len(last) - 1)) ** 0.5
             summary = {"top1_mean": mean, "top1_std": std, "top5_mean": min(100.0, mean + 20), "top5_std": std,
-                       "train_loss_mean": 1.5, "train_loss_std": 0.01, "epochs": len(top1s)}
+                       "train_loss_mean": 1.5, "train_loss_std": 0.01, "epochs": len(top1s), **(results or {})}
             lines.append({"t": ended, "type": "done", "summary": summary})
             protocol.write_json_atomic(d / protocol.RESULTS_FILE, summary)
     if state == "failed":
@@ -64,5 +64,20 @@ def build_workspace(root: Path) -> Workspace:
              [70 + 3 * f * e for e in range(6)], {"fraction": f})
     _run(ws, "gen-sd14", "data reduction", "failed", kind="generate", error="model folder /models/sd14 not found")
     _run(ws, "pretrain-synth", "data reduction", "queued")
+    RunStore(ws).rebuild()
+    return ws
+
+
+def build_adaptation_workspace(root: Path) -> Workspace:
+    """The Unmet Promise, Fig. 2: CLIP adapted on retrieved or synthetic images at two
+    sizes and three seeds, and the off-the-shelf model."""
+    ws = Workspace(root).ensure()
+    for arm, acc in (("retrieved", 60), ("synthetic", 50)):
+        for fraction, images in ((0.5, 100), (1.0, 200)):
+            for seed in (0, 1, 2):
+                _run(ws, f"adapt-{arm}[fraction={fraction},seed={seed}]", "unmet", "finished",
+                     [acc + 10 * fraction + seed], {"fraction": fraction, "seed": seed},
+                     results={"train_images": images, "linear_probe_top1": acc + 20 + 2 * seed})
+    _run(ws, "off-the-shelf", "unmet", "finished", [40], results={"train_images": 0, "linear_probe_top1": 70})
     RunStore(ws).rebuild()
     return ws

@@ -127,6 +127,13 @@ class Chart:
     gpu_memory: bool = False
 
 
+def check_templates(value: list) -> str | None:
+    """Prompt templates of a class: each names it with {name}."""
+    if not value or not all(isinstance(t, str) and "{name}" in t for t in value):
+        return "must be a non-empty list of strings, each with {name}"
+    return None
+
+
 # A run's `slurm` table (over config.toml's [slurm]): what the Slurm launcher
 # passes to sbatch through submitit. Named here so specs are checked at submit.
 SLURM_OPTIONS = ("partition", "account", "qos", "time", "gpus_per_node", "cpus_per_task", "mem", "constraint",

@@ -1,8 +1,9 @@
-"""``kind = "train"``: a ResNet student (runner: ``runners/train.py``).
+"""``kind = "train"``: a ResNet student, or CLIP adaptation (runner: ``runners/train.py``).
 
 Its defaults come from a recipe: ``fitymi`` is the FITYMI / t-ReX recipe of
 Mind the Gap (DESIGN.md), ``plain`` a single-crop supervised recipe for
-transfer experiments; the spec's values override the recipe's.
+transfer experiments, ``finetune`` for pretrained weights, ``unmet-promise``
+the CLIP adaptation of The Unmet Promise; the spec's values override the recipe's.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ import statistics
 
 from runners import protocol
 from runners.archs import ARCHS, num_layers
-from runners.kinds.base import Chart, Field, Kind, Metric, Problem, Ref
+from runners.kinds.base import Chart, Field, Kind, Metric, Problem, Ref, check_templates
 
-AUGMENTS = ("none", "pytorch-example", "autoaugment", "augmix", "dino", "pixmix")
+AUGMENTS = ("none", "pytorch-example", "autoaugment", "augmix", "dino", "pixmix", "clip")
 
 FITYMI = {
     "arch": "resnet50", "small_input": False, "width": 64, "epochs": 100, "batch_size": 256, "lr": 0.1,
@@ -22,12 +23,19 @@ FITYMI = {
     "local_size": 96, "normalization": "imagenet", "normalization_images": 2000, "bn_eval_mode": "eval", "report_last": 5,
     "amp": True, "channels_last": True, "compile": False, "deterministic": False, "workers": 8, "log_every": 20,
     "freeze_layers": 0, "frozen_bn": "frozen", "reinit": True, "fraction": 1.0, "mixup": 0.0,
+    "optimizer": "sgd", "warmup_steps": 0,
 }
 PLAIN = {**FITYMI, "epochs": 90, "warmup_epochs": 0, "tau": 0.0, "augment": "pytorch-example"}
 # Fine-tuning pretrained weights on a downstream dataset (bridged transfer): a
 # tenth of the from-scratch lr, a short warm-up, a linear head.
 FINETUNE = {**PLAIN, "epochs": 50, "lr": 0.01, "warmup_epochs": 1, "min_lr": 0.0}
-RECIPES = {"fitymi": FITYMI, "plain": PLAIN, "finetune": FINETUNE}
+# Adapting CLIP (The Unmet Promise, after WiSE-FT): AdamW at 1e-5 (not scaled
+# with the batch), weight decay 0.1, batch 512, 30 epochs, 500 warm-up steps,
+# open_clip's light crop, the model's own input statistics; the final epoch is reported.
+UNMET_PROMISE = {**PLAIN, "arch": "clip:ViT-B-16", "optimizer": "adamw", "lr": 1e-5, "weight_decay": 0.1,
+                 "batch_size": 512, "epochs": 30, "warmup_epochs": 0, "warmup_steps": 500, "min_lr": 0.0,
+                 "augment": "clip", "normalization": "model", "report_last": 1}
+RECIPES = {"fitymi": FITYMI, "plain": PLAIN, "finetune": FINETUNE, "unmet-promise": UNMET_PROMISE}
 STAGE_KEYS = ("train", "epochs", "lr", "mixup", "reinit_classifier", "fraction", "augment")
 
 DATA = Ref(to="train_dir", split="train", artifact="dataset")
@@ -58,16 +66,30 @@ def _mix(value: list) -> str | None:
 
 def _arch(value: str) -> str | None:
     source, sep, name = value.partition(":")
-    if value in ARCHS or (sep and source in ("torchvision", "timm") and name):
+    if value in ARCHS or (sep and source in ("torchvision", "timm", "clip") and name):
         return None
-    return f"is {value!r}; allowed: {', '.join(ARCHS)}, 'torchvision:NAME' or 'timm:NAME'"
+    return f"is {value!r}; allowed: {', '.join(ARCHS)}, 'torchvision:NAME', 'timm:NAME' or 'clip:NAME'"
+
+
+def is_clip(arch: str) -> bool:
+    return arch.startswith("clip:")
 
 
 F = Field
 FIELDS = {
     "recipe": F(str, "fitymi", "the defaults this run starts from", choices=tuple(RECIPES)),
     "arch": F(str, FITYMI["arch"], "student: resnet18/34/50 (the paper's layer numbering), 'torchvision:NAME' "
-              "or 'timm:NAME' (any classification model, trained whole)", check=_arch),
+              "or 'timm:NAME' (any classification model, trained whole), 'clip:NAME' (an open_clip image tower "
+              "under the zero-shot head)", check=_arch),
+    "pretrained": F(str, help="open_clip weights of a 'clip:' arch: a local file, a folder with "
+                    "open_clip_config.json, or a tag such as 'laion2b_s34b_b88k' (downloaded: online boxes only)"),
+    "classes": F(str, help="class names of the zero-shot head ('clip:' arch): 'imagenet100' or a JSON/CSV with "
+                 "id,name (ids = class folders); default: the folder names"),
+    "templates": F(list, ["a photo of a {name}."], "prompt templates of the zero-shot head, averaged per class",
+                   check=check_templates),
+    "probe": F(str, help="real data whose train split fits a linear probe on the final features, scored on "
+                    "eval ('clip:' arch)", ref=Ref(to="probe_dir", split="train", artifact="dataset")),
+    "probe_l2": F(float, 1e-4, "L2 penalty of the linear probe (on standardised features)", min=0),
     "small_input": F(bool, False, "3x3 stem without max-pool, for 32x32 images"),
     "width": F(int, 64, "base channels (64 = torchvision's ResNets)", min=4, max=256),
     "weights": F(str, help="weights to start from: a local file, or a torchvision weights enum such as "
@@ -85,10 +107,14 @@ FIELDS = {
     "frozen_bn": F(str, "frozen", "BatchNorm statistics of frozen layers", choices=("frozen", "train")),
     "reinit": F(bool, True, "re-initialise the layers above freeze_layers"),
     "fraction": F(float, 1.0, "class-balanced share of the training set", min=0, max=1, min_open=True),
-    "epochs": F(int, 100, "epochs (per stage unless a stage says otherwise)", min=1),
+    "epochs": F(int, 100, "epochs (per stage unless a stage says otherwise); 0 evaluates the starting "
+                "weights (an off-the-shelf model)", min=0),
     "batch_size": F(int, 256, "global batch size", min=1),
-    "lr": F(float, 0.1, "base learning rate at batch 256 (scaled by batch/256)", min=0, min_open=True),
+    "lr": F(float, 0.1, "base learning rate; SGD's is at batch 256 and scaled by batch/256, AdamW's is used "
+            "as is", min=0, min_open=True),
+    "optimizer": F(str, "sgd", "SGD with momentum, or AdamW", choices=("sgd", "adamw")),
     "warmup_epochs": F(int, 10, "linear warm-up epochs before the cosine decay", min=0),
+    "warmup_steps": F(int, 0, "linear warm-up steps instead (when > 0)", min=0),
     "min_lr": F(float, 1e-6, "learning rate at the end of the cosine", min=0),
     "weight_decay": F(float, 1e-4, "on weights only, not biases or norm parameters", min=0),
     "momentum": F(float, 0.9, "SGD momentum", min=0, max=1),
@@ -100,8 +126,9 @@ FIELDS = {
     "image_size": F(int, 224, "training and evaluation crop size", min=8),
     "local_size": F(int, 96, "local crop size of the dino multi-crop", min=8),
     "normalization": F(str, "imagenet", "input statistics: ImageNet's; 'exact': each dataset its own (train "
-                       "and eval, Mind the Gap Table 1); 'exact-train': the training set's for both",
-                       choices=("imagenet", "exact", "exact-train")),
+                       "and eval, Mind the Gap Table 1); 'exact-train': the training set's for both; 'model': "
+                       "the pretrained model's own ('clip:' arch)",
+                       choices=("imagenet", "exact", "exact-train", "model")),
     "normalization_images": F(int, 2000, "images (a seeded sample) the exact statistics are computed over", min=1),
     "bn_eval_mode": F(str, "eval", "BatchNorm at evaluation: running or batch statistics",
                       choices=("eval", "train")),
@@ -122,14 +149,18 @@ FIELDS = {
 
 def check(p: dict) -> list[Problem]:
     out: list[Problem] = []
-    arch = p.get("arch", FITYMI["arch"])
+    arch = p.get("arch", _recipe(p)["arch"])
     n = p.get("freeze_layers", 0)
+    if not is_clip(arch):
+        out += [(k, "applies to a 'clip:' arch only") for k in ("pretrained", "probe") if k in p]
+        if p.get("normalization") == "model":
+            out.append(("normalization", "'model' takes a 'clip:' arch's own statistics; use 'imagenet' here"))
     if arch not in ARCHS:  # a torchvision or timm model: no layer numbering, its own head
         numbered = ", ".join(ARCHS)
         if n or "init_from" in p:
             out.append(("freeze_layers" if n else "init_from",
                         f"needs the paper's layer numbering, defined for {numbered}; {arch} has none"))
-        if p.get("tau", _recipe(p)["tau"]) > 0:
+        if p.get("tau", _recipe(p)["tau"]) > 0 and not is_clip(arch):
             out.append(("tau", f"the cosine classifier (tau > 0) is built for {numbered}; set tau = 0 "
                                f"(or recipe = \"plain\") for {arch}"))
         out += [(k, f"applies to {numbered} only") for k in ("small_input", "width") if k in p]
@@ -146,9 +177,10 @@ def check(p: dict) -> list[Problem]:
 def _sources(p: dict) -> list[Problem]:
     out: list[Problem] = []
     sources = [k for k in ("train", "mix", "stages") if k in p]
-    if len(sources) != 1:
-        out.append((None, "needs exactly one of train, mix or stages"
-                    + (f" (has {', '.join(sources)})" if sources else "")))
+    if len(sources) > 1:
+        out.append((None, f"needs exactly one of train, mix or stages (has {', '.join(sources)})"))
+    elif not sources and p.get("epochs", _recipe(p)["epochs"]) > 0:
+        out.append((None, "needs one of train, mix or stages (or epochs = 0 to evaluate the starting weights)"))
     if "eval" not in p:
         out.append((None, "needs eval (the real dataset to evaluate on)"))
     if p.get("augment") == "pixmix" and "pixmix_dir" not in p:
@@ -178,11 +210,11 @@ def _recipe(params: dict) -> dict:
 KIND = Kind(
     name="train",
     runner="runners.train",
-    help="train a ResNet student; layers 1..N from another run, frozen",
+    help="train a ResNet student (layers 1..N from another run, frozen) or adapt CLIP",
     fields=FIELDS,
     artifacts={"model": "the final weights, checkpoints/model.pt"},
     metrics=(Metric("top1", "Top-1 Acc. (%)"), Metric("top5", "Top-5 Acc. (%)"),
-             Metric("train_loss", "Train Loss", 3)),
+             Metric("train_loss", "Train Loss", 3), Metric("linear_probe_top1", "Linear Probe (%)")),
     charts=(Chart("train loss", protocol.TRAIN_STEP, "step", (("loss", "loss"),)),
             Chart("top-1 / top-5 per epoch", protocol.EPOCH, "epoch", (("top1", "top-1"), ("top5", "top-5")),
                   unit="%"),

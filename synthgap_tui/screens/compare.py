@@ -1,5 +1,6 @@
-"""Compare runs: curves overlaid, the sweep figure (top-1 against N or the real
-fraction, with baselines and the log fit), and a table of mean ± std."""
+"""Compare runs: curves overlaid, the sweep figure (top-1 or linear-probe accuracy
+against N, the real fraction or the adaptation images, with baselines, the log
+fit and seeds averaged), its numbers, and a table of mean ± std."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ class CompareScreen(Screen):
         Binding("escape", "app.pop_screen", "Back"),
         Binding("e", "export", "Export"),
         Binding("w", "next_sweep", "Sweep key"),
+        Binding("m", "next_metric", "Metric"),
     ]
 
     def __init__(self, run_ids: list[str], title: str = "comparison") -> None:
@@ -35,6 +37,7 @@ class CompareScreen(Screen):
         self.title_text = title
         self.data: list[analysis.RunData] = []
         self.sweep_key: str | None = None
+        self.metric = "top1"
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -43,6 +46,7 @@ class CompareScreen(Screen):
             with TabPane("Sweep", id="tab-sweep"):
                 yield LineChart("top-1 against the swept value", "", "top-1 %", id="chart-sweep")
                 yield Static("", id="sweep-notes")
+                yield DataTable(id="sweep-table", cursor_type="row")
             with TabPane("Curves", id="tab-curves"):
                 yield LineChart("top-1 per epoch", "epoch", "top-1 %", id="chart-curves")
             with TabPane("Table", id="tab-table"):
@@ -84,11 +88,19 @@ class CompareScreen(Screen):
     def render_sweep(self) -> None:
         chart = self.query_one("#chart-sweep", LineChart)
         notes = self.query_one("#sweep-notes", Static)
-        sweep = analysis.find_sweep(self.data, self.sweep_key)
+        table = self.query_one("#sweep-table", DataTable)
+        table.clear(columns=True)
+        sweep = analysis.find_sweep(self.data, self.sweep_key, self.metric)
         if sweep is None or not sweep.series:
             chart.set_series({})
             notes.update("No sweep among these runs with final results yet.")
             return
+        both = [analysis.find_sweep(self.data, sweep.key, m) for m in analysis.sweep_metrics(self.data)]
+        header, rows = analysis.sweep_table(both)
+        table.add_columns(*header)
+        for row in rows:
+            table.add_row(*(Text(c) for c in row))
+        chart.title = f"{analysis.SWEEP_METRICS[sweep.metric]} against the swept value"
         chart.xlabel = sweep.key
         chart.log_x = sweep.log_x
         series = {name: ([p[0] for p in pts], [p[1] for p in pts]) for name, pts in sweep.series.items()}
@@ -102,6 +114,8 @@ class CompareScreen(Screen):
         others = [k for k in analysis.sweep_keys(self.data) if k != sweep.key]
         if others:
             lines.append(f"w: show {others[0]}")
+        if len(both) > 1:
+            lines.append("m: the other metric")
         notes.update(Text("  ·  ".join(lines)))
 
     def action_next_sweep(self) -> None:
@@ -110,6 +124,11 @@ class CompareScreen(Screen):
             current = analysis.find_sweep(self.data, self.sweep_key)
             self.sweep_key = keys[(keys.index(current.key) + 1) % len(keys)]
             self.render_sweep()
+
+    def action_next_metric(self) -> None:
+        metrics = analysis.sweep_metrics(self.data)
+        self.metric = metrics[(metrics.index(self.metric) + 1) % len(metrics)] if self.metric in metrics else "top1"
+        self.render_sweep()
 
     def action_export(self) -> None:
         self.app.export_runs(self.run_ids, title=self.title_text)

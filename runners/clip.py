@@ -1,0 +1,136 @@
+"""open_clip models for retrieval and adaptation ("The Unmet Promise of Synthetic Training Images").
+
+``load_clip`` builds an open_clip architecture with its weights from a local
+file, a local folder as open_clip saves one (``open_clip_config.json`` and a
+weights file; also how tests build a tiny model from a config), or a
+pretrained tag (downloaded: online boxes only). ``ClipClassifier`` is the
+image tower under the zero-shot head: normalised image features times the
+class text embeddings (the mean over the templates) times the logit scale, as
+WiSE-FT's ``ClassificationHead``. ``linear_probe`` fits a multinomial
+logistic regression on frozen features with L-BFGS.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from runners.runtime import RunnerError
+
+DEFAULT_TEMPLATES = ("a photo of a {name}.",)
+
+
+@dataclass
+class Clip:
+    model: nn.Module  # open_clip's CLIP: encode_image / encode_text
+    tokenizer: object
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    image_size: int
+
+
+def load_clip(arch: str, pretrained: str | None) -> Clip:
+    """``arch`` is an open_clip architecture name ('ViT-B-16'); ``pretrained`` a file,
+    a folder with open_clip_config.json, a tag, or None (random weights)."""
+    import open_clip
+
+    name, kwargs = arch, {}
+    if pretrained and Path(pretrained).is_dir():
+        if not (Path(pretrained) / "open_clip_config.json").is_file():
+            raise RunnerError(f"pretrained: {pretrained} is a folder without open_clip_config.json")
+        name = f"local-dir:{pretrained}"
+    else:
+        if arch not in open_clip.list_models():
+            close = difflib.get_close_matches(arch, open_clip.list_models(), n=3)
+            raise RunnerError(f"clip:{arch}: open_clip has no such architecture"
+                              + (f" (did you mean {', '.join(close)}?)" if close else ""))
+        if pretrained and "/" in pretrained and not Path(pretrained).is_file():
+            raise RunnerError(f"pretrained: no weights file at {pretrained}")
+        kwargs["pretrained"] = pretrained
+    logging.disable(logging.ERROR)  # open_clip reports every step on the root logger; failures raise
+    try:
+        model = open_clip.create_model(name, **kwargs)
+        tokenizer = open_clip.get_tokenizer(name)
+    except RuntimeError as e:
+        hint = "; on an offline box give a local weights file or folder" if "download" in str(e).lower() else ""
+        raise RunnerError(f"clip:{arch} with pretrained {pretrained!r}: {e}{hint}") from None
+    finally:
+        logging.disable(logging.NOTSET)
+    cfg = open_clip.get_model_preprocess_cfg(model)
+    size = cfg["size"][0] if isinstance(cfg["size"], (tuple, list)) else cfg["size"]
+    return Clip(model, tokenizer, tuple(cfg["mean"]), tuple(cfg["std"]), int(size))
+
+
+def class_names(folders: list[str], classes: list[dict] | None) -> list[str]:
+    """The readable name of each class folder: from the class list by id, else the
+    folder name with '_' as spaces."""
+    by_id = {c["id"]: c["name"] for c in classes or []}
+    return [by_id.get(f, f.replace("_", " ")) for f in folders]
+
+
+@torch.no_grad()
+def text_embeddings(clip: Clip, names: list[str], templates: list[str], device: torch.device) -> torch.Tensor:
+    """[classes, dim]: per class the normalised mean of its normalised template embeddings."""
+    clip.model.eval()
+    out = []
+    for name in names:
+        tokens = clip.tokenizer([t.format(name=name) for t in templates]).to(device)
+        emb = F.normalize(clip.model.encode_text(tokens).float(), dim=-1)
+        out.append(F.normalize(emb.mean(0), dim=-1))
+    return torch.stack(out)
+
+
+class ClipClassifier(nn.Module):
+    """The image tower under a fixed zero-shot head: its accuracy is the adapted
+    model's zero-shot accuracy (the text encoder is dropped after the head is built)."""
+
+    def __init__(self, clip: Clip, text: torch.Tensor):
+        super().__init__()
+        self.visual = clip.model.visual
+        self.register_buffer("head", text * clip.model.logit_scale.detach().exp().float())
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.visual(x), dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x) @ self.head.to(x.dtype).T
+
+
+def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, num_classes: int, l2: float = 1e-4,
+                 max_iter: int = 200) -> nn.Linear:
+    """Multinomial logistic regression on frozen features (features standardised by
+    the training set's statistics, which the returned layer folds back in)."""
+    x = train_x.float()
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+    x = (x - mean) / std
+    head = nn.Linear(x.shape[1], num_classes)
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    opt = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(head(x), train_y) + l2 * head.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():  # fold the standardisation in: head(x) = W (x - m) / s + b
+        head.weight.div_(std)
+        head.bias.sub_(head.weight @ mean)
+    return head
+
+
+def image_transform(clip: Clip):
+    """open_clip's evaluation preprocessing: shorter side to the model's size (bicubic),
+    centre crop, the model's statistics."""
+    from torchvision import transforms as T
+
+    return T.Compose([T.Resize(clip.image_size, interpolation=T.InterpolationMode.BICUBIC),
+                      T.CenterCrop(clip.image_size), T.ToTensor(), T.Normalize(clip.mean, clip.std)])

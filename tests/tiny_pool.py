@@ -1,0 +1,33 @@
+"""Tiny image-text pools as img2dataset writes them: webdataset tar shards of
+KEY.jpg + KEY.txt + KEY.json."""
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def jpeg(seed: int, size: int = 32) -> bytes:
+    rng = np.random.default_rng(seed)
+    img = Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def make_pool(root: Path, samples: list[tuple[str, bytes]], per_shard: int = 4) -> Path:
+    """Shards of (caption, image bytes) in order; keys are 9 digits as img2dataset's."""
+    root.mkdir(parents=True, exist_ok=True)
+    for start in range(0, len(samples), per_shard):
+        with tarfile.open(root / f"{start // per_shard:05d}.tar", "w") as tar:
+            for k, (caption, image) in enumerate(samples[start:start + per_shard], start=start):
+                key = f"{k:09d}"
+                meta = json.dumps({"key": key, "caption": caption}).encode()
+                for ext, data in (("jpg", image), ("txt", caption.encode()), ("json", meta)):
+                    info = tarfile.TarInfo(f"{key}.{ext}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    return root
