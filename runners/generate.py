@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import errno
 import json
-import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -362,7 +361,7 @@ def run(ctx: RunContext, args) -> dict:
 
 
 def get_args_parser():
-    return runner_args_parser("SynthGap generation runner")
+    return runner_args_parser("Generate a synthetic ImageFolder with a diffusion pipeline.")
 
 
 def main(args) -> int:
@@ -370,4 +369,4 @@ def main(args) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()))
+    raise SystemExit(main(get_args_parser().parse_args()))

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+import torch.distributed as dist
 
 from runners import kinds, protocol, provenance
 
@@ -108,15 +109,23 @@ def runner_args_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def run_main(args, body: Callable[[RunContext, argparse.Namespace], dict], main_process: bool = True) -> int:
-    """``main(args)`` of a runner: logging, threads, run directory, final event, exit code."""
+def run_main(args, body: Callable[[RunContext, argparse.Namespace], dict]) -> int:
+    """``main(args)`` of a runner: logging, threads, the process group under torchrun
+    (rank 0 writes events and files), run directory, final event, exit code."""
     # stdout is the run's stdout.log (the supervisor points it there).
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                         datefmt="%H:%M:%S")
     if args.threads:
         torch.set_num_threads(args.threads)
-    ctx = RunContext(args.run_dir, main_process=main_process)
-    return ctx.run(lambda c: body(c, args))
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    try:
+        ctx = RunContext(args.run_dir, main_process=int(os.environ.get("RANK", "0")) == 0)
+        return ctx.run(lambda c: body(c, args))
+    finally:
+        if distributed and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 class Device:

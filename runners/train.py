@@ -12,7 +12,6 @@ import math
 import os
 import re
 import statistics
-import sys
 import time
 from dataclasses import dataclass
 
@@ -487,19 +486,12 @@ def summarize(history: list[dict], cfg: dict, trainable: int) -> dict:
 
 
 def get_args_parser():
-    return runner_args_parser("SynthGap training runner")
+    return runner_args_parser("Train a ResNet student or adapt CLIP.")
 
 
 def main(args) -> int:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1:
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    try:
-        return run_main(args, run_training, main_process=int(os.environ.get("RANK", "0")) == 0)
-    finally:
-        if world > 1 and dist.is_initialized():
-            dist.destroy_process_group()
+    return run_main(args, run_training)
 
 
 if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()))
+    raise SystemExit(main(get_args_parser().parse_args()))

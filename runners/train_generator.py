@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import statistics
-import sys
 import time
 
 import numpy as np
@@ -156,7 +155,7 @@ def run(ctx: RunContext, args) -> dict:
 
 
 def get_args_parser():
-    return runner_args_parser("SynthGap class-conditional generator training")
+    return runner_args_parser("Train the demo's class-conditional generator.")
 
 
 def main(args) -> int:
@@ -164,4 +163,4 @@ def main(args) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()))
+    raise SystemExit(main(get_args_parser().parse_args()))

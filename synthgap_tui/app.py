@@ -38,6 +38,7 @@ class SynthGapApp(App):
         self.start_supervisor = start_supervisor
         self.sub_title = str(workspace.root)
         self.index_notice_shown = False  # until the index reads again
+        self.presets: list = []  # synthgap_tui.presets.Preset, filled by load_presets
 
     def notify(self, message: str, *, markup: bool = False, **kwargs) -> None:
         """Notices carry run names, paths and errors: text, not markup ('[datasets]', 'freeze[N=8]')."""
@@ -80,6 +81,14 @@ class SynthGapApp(App):
         self.push_screen(RunsScreen())
         if self.start_supervisor:
             self.wake_supervisor()
+        self.load_presets()
+
+    @work(thread=True, group="presets")
+    def load_presets(self) -> None:
+        """The palette's preset commands, read once off the UI thread (a TOML each)."""
+        from synthgap_tui.presets import list_presets
+
+        self.presets = list_presets()
 
     @work(thread=True, group="supervisor")
     def wake_supervisor(self) -> None:
@@ -355,9 +364,7 @@ class SynthGapApp(App):
                             lambda: self._set_filter("archived:yes"))
         yield SystemCommand("Stop the supervisor", "The queue stops moving; running runs keep going "
                             "(synthgap supervisor stop)", self.stop_supervisor)
-        from synthgap_tui.presets import list_presets
-
-        for preset in list_presets():
+        for preset in self.presets:
             yield SystemCommand(f"Preset: {preset.name}", f"Compose from the {preset.title} preset",
                                 lambda p=preset: self.action_compose_experiment(p.path.read_text()))
 

@@ -70,10 +70,7 @@ class ComposeScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        options = [(f"preset: {p.name}", str(p.path)) for p in list_presets()]
-        saved = sorted(self.app.workspace.specs_dir.glob("*.toml"), reverse=True)
-        options += [(f"saved: {p.name}", str(p)) for p in saved[:50]]
-        yield Select(options, prompt="start from a preset or a saved spec", id="compose-source")
+        yield Select([], prompt="start from a preset or a saved spec", id="compose-source")
         with Horizontal(id="compose-body"):
             yield TextArea(self.initial_text, id="compose-editor", show_line_numbers=True, tab_behavior="indent")
             with Vertical(id="compose-side"):
@@ -90,6 +87,15 @@ class ComposeScreen(Screen):
             table.add_column(col, key=col)
         self.query_one(TextArea).focus()
         self.validate_text(self.initial_text)
+        self.list_sources()
+
+    @work(thread=True, group="compose-sources")
+    def list_sources(self) -> None:
+        """The presets (a TOML read each) and the saved specs, off the UI thread."""
+        options = [(f"preset: {p.name}", str(p.path)) for p in list_presets()]
+        saved = sorted(self.app.workspace.specs_dir.glob("*.toml"), reverse=True)
+        options += [(f"saved: {p.name}", str(p)) for p in saved[:50]]
+        self.app.call_from_thread(self.query_one("#compose-source", Select).set_options, options)
 
     @on(Select.Changed, "#compose-source")
     def source_chosen(self, event: Select.Changed) -> None:
