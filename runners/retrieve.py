@@ -20,8 +20,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import random
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -82,8 +84,10 @@ def substring_candidates(pool: Pool, classes: list[dict]) -> tuple[dict[int, lis
 
 # -- embeddings and the index ------------------------------------------------
 class PoolImages(Dataset):
-    def __init__(self, samples: list[Sample], transform):
-        self.samples, self.transform = samples, transform
+    """(image tensor, readable): an unreadable image is a blank one, flagged."""
+
+    def __init__(self, samples: list[Sample], transform, size: int):
+        self.samples, self.transform, self.size = samples, transform, size
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -92,16 +96,17 @@ class PoolImages(Dataset):
         try:
             return self.transform(self.samples[i].image()), True
         except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
-            return torch.zeros(3, self.transform.transforms[1].size[0], self.transform.transforms[1].size[0]), False
+            return torch.zeros(3, self.size, self.size), False
 
 
 @torch.no_grad()
 def embed_images(clip, samples: list[Sample], cfg: dict, device: Device, on_batch=None) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised image embeddings (float16) and which images could be read."""
+    """Normalised image embeddings (float16) and which images could be read (``samples``
+    must not be empty)."""
     from runners.clip import image_transform
 
     model = clip.model.to(device.device).eval()
-    loader = DataLoader(PoolImages(samples, image_transform(clip)), batch_size=cfg["batch_size"],
+    loader = DataLoader(PoolImages(samples, image_transform(clip), clip.image_size), batch_size=cfg["batch_size"],
                         num_workers=cfg["workers"], pin_memory=device.cuda)
     embs, valid = [], []
     for images, ok in loader:
@@ -111,9 +116,6 @@ def embed_images(clip, samples: list[Sample], cfg: dict, device: Device, on_batc
         valid.append(ok.numpy())
         if on_batch:
             on_batch(len(ok))
-    dim = clip.model.visual.output_dim if hasattr(clip.model.visual, "output_dim") else embs[0].shape[1]
-    if not embs:
-        return np.zeros((0, dim), np.float16), np.zeros(0, bool)
     return np.concatenate(embs), np.concatenate(valid)
 
 
@@ -144,27 +146,33 @@ def model_identity(cfg: dict) -> list:
 
 
 class PoolIndex:
-    """The pool's embeddings, readable flags and faiss index, cached per pool and model."""
+    """The pool's embeddings and readable flags, cached per pool and model, and its
+    faiss index of the requested type, cached beside them."""
 
     def __init__(self, ctx: RunContext, cfg: dict, pool: Pool, clip, device: Device):
         import faiss
 
-        key = hashlib.sha256(json.dumps([identity(pool), model_identity(cfg), cfg["index"]]).encode()).hexdigest()
+        key = hashlib.sha256(json.dumps([identity(pool), model_identity(cfg)]).encode()).hexdigest()
         self.folder = protocol.workspace_cache(ctx.run_dir) / "clip-index" / key[:24]
         self.embedded, self.embed_rate = 0, 0.0
-        if not (self.folder / "index.faiss").is_file():
-            self._build(ctx, cfg, pool, clip, device)
+        if (self.folder / "valid.npy").is_file():
+            ctx.log(f"pool embeddings from the cache {self.folder}")
         else:
-            ctx.log(f"pool embeddings and index from the cache {self.folder}")
+            self._embed(ctx, cfg, pool, clip, device)
         self.emb = np.load(self.folder / "embeddings.npy")
         self.valid = np.load(self.folder / "valid.npy")
-        self.index = faiss.read_index(str(self.folder / "index.faiss"))
+        index_file = self.folder / f"index-{cfg['index']}.faiss"
+        if not index_file.is_file():
+            # Unreadable images stay in as zero vectors, so index ids are pool positions; they are filtered out.
+            index = build_index(self.emb, cfg["index"], cfg["seed"])
+            tmp = index_file.with_name(f"{index_file.name}.tmp-{os.getpid()}")
+            faiss.write_index(index, str(tmp))
+            os.replace(tmp, index_file)
+        self.index = faiss.read_index(str(index_file))
         if hasattr(self.index, "nprobe"):
             self.index.nprobe = cfg["nprobe"]
 
-    def _build(self, ctx, cfg, pool, clip, device) -> None:
-        import faiss
-
+    def _embed(self, ctx, cfg, pool, clip, device) -> None:
         total, start, done = len(pool.samples), time.time(), [0]
 
         def progress(n: int) -> None:
@@ -177,16 +185,17 @@ class PoolIndex:
 
         emb, valid = embed_images(clip, pool.samples, cfg, device, progress)
         self.embedded, self.embed_rate = len(emb), len(emb) / max(1e-9, time.time() - start)
-        # Unreadable images stay in as zero vectors, so index ids are pool positions; they are filtered out.
-        index = build_index(emb, cfg["index"], cfg["seed"])
-        tmp = self.folder.with_name(self.folder.name + ".tmp")  # the cache appears whole or not at all
+        # The folder appears whole or not at all; a retrieval that built it first wins.
+        tmp = self.folder.with_name(f"{self.folder.name}.tmp-{os.getpid()}")
         tmp.mkdir(parents=True, exist_ok=True)
         np.save(tmp / "embeddings.npy", emb)
         np.save(tmp / "valid.npy", valid)
-        faiss.write_index(index, str(tmp / "index.faiss"))
         (tmp / "pool.json").write_text(json.dumps({"pool": str(pool.root), "images": len(emb),
                                                    "model": model_identity(cfg)[:2]}))
-        tmp.replace(self.folder)
+        try:
+            tmp.rename(self.folder)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
         ctx.log(f"embedded {len(emb)} pool images ({int((~valid).sum())} unreadable), cached in {self.folder}")
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -203,6 +212,8 @@ def retrieve(ctx: RunContext, args) -> dict:
         raise RunnerError(str(e)) from None
     for bad in pool.bad_shards:
         ctx.log(f"malformed shard skipped: {bad}", "warning")
+    if not pool.samples:
+        raise RunnerError(f"pool: {pool.root} holds no readable image with a caption")
     ctx.emit(protocol.START, config=cfg, pool_images=len(pool.samples), classes=len(classes),
              bad_shards=len(pool.bad_shards))
     device = Device(amp=cfg["amp"])
@@ -238,6 +249,9 @@ def retrieve(ctx: RunContext, args) -> dict:
         ctx.log(f"de-duplication against {cfg['dedup_dir']}: {len(leaked)} pool image(s) dropped")
     chosen, counts["corrupt"], rate = write_images(ctx, cfg, pool, classes, candidates, scores, args.resume)
     per_class = {classes[c]["id"]: len(v) for c, v in chosen.items()}
+    counts_sorted = sorted(per_class.items(), key=lambda kv: kv[1])
+    ctx.log(f"images per class over {len(per_class)} classes: min {counts_sorted[0][1]} ({counts_sorted[0][0]}), "
+            f"median {counts_sorted[len(counts_sorted) // 2][1]}, max {counts_sorted[-1][1]}")
     short = {k: n for k, n in per_class.items() if n < cfg["images_per_class"]}
     for cid, n in list(short.items())[:20]:
         ctx.log(f"class {cid}: {n} of {cfg['images_per_class']} images found", "warning")

@@ -104,7 +104,11 @@ def test_clip_knn_returns_the_nearest_images_and_caches_the_pool(ws, clip_dir):
     assert run(second) == 0, final(second)
     assert final(second)["summary"]["embedded"] == 0
     assert not any(e.get("phase") == "embed" for e in events(second))
-    assert len(list((ws / "ws" / "cache" / "clip-index").iterdir())) == 1
+    third = retrieve_run(ws, "knn3", pool, **{**spec, "index": "flat"})  # another index, the same embeddings
+    assert run(third) == 0, final(third)
+    assert final(third)["summary"]["embedded"] == 0 and manifest(third) == manifest(first)
+    (cache,) = (ws / "ws" / "cache" / "clip-index").iterdir()
+    assert sorted(p.name for p in cache.glob("index-*")) == ["index-auto.faiss", "index-flat.faiss"]
 
 
 def test_planted_duplicates_of_the_eval_split_are_removed(ws, clip_dir):

@@ -189,7 +189,7 @@ def test_weights_file_loads_the_backbone_or_fails_clearly(tmp_path):
     torch.save(resnet34().state_dict(), tmp_path / "r34.pth")
     spec = {**TINY, "small_input": False, "weights": str(tmp_path / "r18.pth")}
     ctx = _Log()
-    student = build_student(KIND.resolve(spec), 3, ctx)
+    student, _ = build_student(KIND.resolve(spec), ["a", "b", "c"], ctx)
     source = torch.load(tmp_path / "r18.pth", weights_only=True)
     for key, value in student.net.state_dict().items():
         if key.startswith("fc."):
@@ -198,11 +198,11 @@ def test_weights_file_loads_the_backbone_or_fails_clearly(tmp_path):
             assert torch.equal(value, source[key]), key
     assert "loaded" in ctx.lines[0]
     with pytest.raises(ValueError, match="shape"):  # the 3x3 stem of small_input
-        build_student(KIND.resolve({**spec, "small_input": True}), 3, _Log())
+        build_student(KIND.resolve({**spec, "small_input": True}), ["a", "b", "c"], _Log())
     with pytest.raises(ValueError, match=r"r34.pth: layer1.0.conv1.weight has shape \(64, 64, 3, 3\)"):
-        build_student(KIND.resolve({**spec, "arch": "resnet50", "weights": str(tmp_path / "r34.pth")}), 3, _Log())
+        build_student(KIND.resolve({**spec, "arch": "resnet50", "weights": str(tmp_path / "r34.pth")}), ["a", "b", "c"], _Log())
     with pytest.raises(FileNotFoundError, match="weights: no checkpoint"):
-        build_student(KIND.resolve({**spec, "weights": str(tmp_path / "nope.pth")}), 3, _Log())
+        build_student(KIND.resolve({**spec, "weights": str(tmp_path / "nope.pth")}), ["a", "b", "c"], _Log())
 
 
 @pytest.mark.parametrize("augment", ["pytorch-example", "dino"])  # PIL and torchvision decoding
@@ -377,7 +377,7 @@ def test_layers_above_n_start_fresh_with_the_run_s_seed_or_from_init_from(tmp_pa
     for n in (1, 4, 9):
         cfg = KIND.resolve({**TINY, "tau": 0.1, "seed": 5, "init_from_path": str(tmp_path / "teacher.pt"),
                             "freeze_layers": n, "reinit": reinit})
-        state = train.build_student(cfg, 3, _Log()).net.state_dict()  # before the first step
+        state = train.build_student(cfg, ["a", "b", "c"], _Log())[0].net.state_dict()  # before the first step
         torch.manual_seed(mix_seed("init", 5))
         fresh = build_resnet("resnet18", 3, small_input=True, tau=0.1).state_dict()
         for i, layer in enumerate(layers.layer_prefixes(teacher)):
