@@ -11,7 +11,7 @@ from pathlib import Path
 from runners import kinds, protocol
 from synthgap_tui import launchers
 from synthgap_tui.errors import SpecError, StoreError, UserError
-from synthgap_tui.specs import Experiment, looks_like_path, ref_values
+from synthgap_tui.specs import Experiment, looks_like_path, path_fields, ref_values
 from synthgap_tui.store import RunStore
 from synthgap_tui.workspace import Workspace, new_run_id
 
@@ -134,8 +134,8 @@ def submit(exp: Experiment, store: RunStore, spec_text: str | None = None) -> li
 
 
 def _keep_spec(ws: Workspace, exp: Experiment, spec_text: str) -> Path:
-    """Copy the submitted spec into specs/, with dataset paths made absolute so
-    the copy means the same wherever it is opened from (comments kept)."""
+    """Copy the submitted spec into specs/, with dataset and other paths made absolute
+    so the copy means the same wherever it is opened from (comments kept)."""
     import tomlkit
 
     doc = tomlkit.parse(spec_text)
@@ -144,6 +144,11 @@ def _keep_spec(ws: Workspace, exp: Experiment, spec_text: str) -> Path:
             doc["datasets"][name]["path"] = ds["path"]
         else:
             doc["datasets"][name] = ds["path"]
+    for run in exp.runs:  # the run's own table, or [defaults] when it came from there
+        for key in path_fields(run):
+            table = doc["runs"][run.base] if key in doc["runs"][run.base] else doc.get("defaults", {})
+            if key in table:
+                table[key] = run.params[key]
     ws.specs_dir.mkdir(parents=True, exist_ok=True)
     safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in exp.name)[:60]
     path = ws.specs_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{safe}.toml"

@@ -122,6 +122,7 @@ def validate(data: dict, source: str, base_dir: Path) -> Experiment:
     _link(expanded, datasets, bad)
     if problems:
         raise SpecError(problems)
+    _resolve_paths(expanded, base_dir)
     ordered = _dependency_order(expanded, bad)
     if problems:
         raise SpecError(problems)
@@ -241,6 +242,22 @@ def ref_values(run: ExpandedRun) -> list[tuple[str, str, Ref | None]]:
 
 def looks_like_path(value: str) -> bool:
     return "/" in value or value.startswith(("~", ".")) or value.endswith((".pt", ".pth", ".safetensors"))
+
+
+def path_fields(run: ExpandedRun) -> list[str]:
+    """The run's fields whose value is a file or folder path (not a run or dataset name)."""
+    return [key for key, f in kinds.get(run.kind).fields.items() if isinstance(run.params.get(key), str)
+            and (f.path and looks_like_path(run.params[key]) or run.refs.get(key, ("",))[0] == "path")]
+
+
+def _resolve_paths(runs: list[ExpandedRun], base_dir: Path) -> None:
+    """Relative paths are relative to the spec file, as dataset paths are: a runner
+    works in its run directory, where they would mean something else."""
+    for run in runs:
+        for key in path_fields(run):
+            run.params[key] = str((base_dir / Path(run.params[key]).expanduser()).resolve())
+            if key in run.refs:
+                run.refs[key] = ("path", run.params[key])
 
 
 def _link(runs: list[ExpandedRun], datasets: dict, bad) -> None:

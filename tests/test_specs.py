@@ -270,3 +270,41 @@ def test_slurm_options_become_sbatch_parameters_and_a_run_s_gpus_its_request(tmp
     assert two["additional_parameters"] == {"mail-type": "FAIL"} and two["job_name"] == "sg-x"
     assert "gpus_per_node" not in params({}, gpus=0)  # a CPU run asks for no GPU
     assert params({"gpus_per_node": 4}, gpus=1)["gpus_per_node"] == 4  # the options win
+
+
+def test_relative_file_and_folder_fields_are_relative_to_the_spec_file(tmp_path, monkeypatch):
+    """A runner works in its run directory: what a spec names must reach it as absolute paths."""
+    from synthgap_tui.specs import load_spec
+
+    (tmp_path / "exp").mkdir()
+    spec = tmp_path / "exp" / "e.toml"
+    spec.write_text('[experiment]\nname = "e"\n[datasets]\nreal = "data"\n'
+                    '[runs.r]\nkind = "retrieve"\npool = "pools/laion"\nclasses = "./classes.json"\n'
+                    '[runs.t]\nkind = "train"\ntrain = "r"\neval = "real"\ninit_from = "teacher.pt"\n'
+                    '[runs.z]\nkind = "retrieve"\npool = "/abs/pool"\nclasses = "imagenet100"\n')
+    monkeypatch.chdir(tmp_path)  # not where the spec is
+    runs = {r.name: r for r in load_spec(spec).runs}
+    assert runs["r"].params["pool"] == str(tmp_path / "exp" / "pools" / "laion")
+    assert runs["r"].params["classes"] == str(tmp_path / "exp" / "classes.json")
+    assert runs["t"].params["init_from"] == str(tmp_path / "exp" / "teacher.pt")
+    assert runs["t"].refs["init_from"] == ("path", str(tmp_path / "exp" / "teacher.pt"))
+    assert runs["z"].params["pool"] == "/abs/pool" and runs["z"].params["classes"] == "imagenet100"
+
+
+def test_the_kept_copy_of_a_spec_names_the_same_files(tmp_path):
+    from synthgap_tui import runs
+    from synthgap_tui.specs import load_spec
+    from synthgap_tui.store import RunStore
+    from synthgap_tui.workspace import Workspace
+
+    (tmp_path / "exp" / "pools" / "p").mkdir(parents=True)
+    (tmp_path / "exp" / "c.json").write_text("[]")
+    spec = tmp_path / "exp" / "e.toml"
+    spec.write_text('[experiment]\nname = "e"\n[defaults]\nclasses = "./c.json"  # kept comment\n'
+                    '[runs.r]\nkind = "retrieve"\npool = "pools/p"\n')
+    ws = Workspace(tmp_path / "ws")
+    runs.submit(load_spec(spec), RunStore(ws), spec_text=spec.read_text())
+    copy = next(ws.specs_dir.glob("*.toml"))
+    assert "# kept comment" in copy.read_text()
+    again = load_spec(copy).runs[0].params
+    assert again["pool"] == str(tmp_path / "exp" / "pools" / "p") and again["classes"] == str(tmp_path / "exp" / "c.json")

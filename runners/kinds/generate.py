@@ -35,7 +35,7 @@ F = Field
 FIELDS = {
     "model": F(str, "CompVis/stable-diffusion-v1-4", "a hub id or a local model folder"),
     "mode": F(str, "txt2img", "what the pipeline starts from", choices=MODES),
-    "classes": F(str, "imagenet100", "'imagenet100' or a JSON/CSV class file"),
+    "classes": F(str, "imagenet100", "'imagenet100' or a JSON/CSV class file", path="file"),
     "prompt": F(str, "{name}, {definition}", "prompt template: {name}, {definition}, {hypernym}, {style} "
                 "(with style_from)"),
     "negative_prompt": F(str, "", "negative prompt (txt2img, img2img)"),

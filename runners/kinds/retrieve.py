@@ -25,7 +25,7 @@ FIELDS = {
     "method": F(str, "substring", "caption names the class as whole words, or CLIP text-to-image kNN",
                 choices=METHODS),
     "classes": F(str, "imagenet100", "the classes: 'imagenet100' (WordNet names and synonyms) or a JSON/CSV "
-                 "with id,name[,names]"),
+                 "with id,name[,names]", path="file"),
     "images_per_class": F(int, 100, "at most this many images per class", min=1),
     "templates": F(list, ["a photo of a {name}."], "text queries per class (clip-knn, CLIP score), averaged",
                    check=check_templates),

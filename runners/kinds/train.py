@@ -84,7 +84,7 @@ FIELDS = {
     "pretrained": F(str, help="open_clip weights of a 'clip:' arch: a local file, a folder with "
                     "open_clip_config.json, or a tag such as 'laion2b_s34b_b88k' (downloaded: online boxes only)"),
     "classes": F(str, help="class names of the zero-shot head ('clip:' arch): 'imagenet100' or a JSON/CSV with "
-                 "id,name (ids = class folders); default: the folder names"),
+                 "id,name (ids = class folders); default: the folder names", path="file"),
     "templates": F(list, ["a photo of a {name}."], "prompt templates of the zero-shot head, averaged per class",
                    check=check_templates),
     "probe": F(str, help="real data whose train split fits a linear probe on the final features, scored on "
