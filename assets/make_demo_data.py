@@ -8,7 +8,9 @@ The demo subset is class-balanced: 300 training images per class from the
 Fashion-MNIST training file and 100 evaluation images per class from its test
 file, chosen with a fixed seed. The generator's training folder holds every
 other image of the training file, so the generator never sees the demo's
-real images.
+real images. The retrieval pool is 120 images per class of that generator
+training data, captioned with the Fashion-MNIST label the generator was
+conditioned on (as an image-text pool's captions name what they show).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ SOURCE = Path("/usr/share/datasets/fashion-mnist")
 OUT = Path(__file__).resolve().parent / "fashion-mnist-demo.npz"
 CLASSES = ["tshirt-top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
            "ankle-boot"]
-TRAIN_PER_CLASS, EVAL_PER_CLASS, SEED = 300, 100, 0
+# Fashion-MNIST's own label names, in label order: the pool's captions.
+LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+TRAIN_PER_CLASS, EVAL_PER_CLASS, POOL_PER_CLASS, SEED = 300, 100, 120, 0
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -52,10 +56,11 @@ def main() -> None:
     rng = np.random.default_rng(SEED)
     train_idx = balanced(y_train, TRAIN_PER_CLASS, rng)
     eval_idx = balanced(y_test, EVAL_PER_CLASS, rng)
+    rest = np.setdiff1d(np.arange(len(y_train)), train_idx)
+    pool_idx = rest[balanced(y_train[rest], POOL_PER_CLASS, rng)]  # drawn last: the other subsets stay as they were
     if args.generator_data:
         from PIL import Image
 
-        rest = np.setdiff1d(np.arange(len(y_train)), train_idx)
         for c, name in enumerate(CLASSES):
             (args.generator_data / "train" / name).mkdir(parents=True, exist_ok=True)
         for i in rest:
@@ -63,8 +68,11 @@ def main() -> None:
         print(f"wrote {len(rest)} images to {args.generator_data / 'train'}")
         return
     np.savez_compressed(OUT, classes=np.array(CLASSES), train_x=x_train[train_idx], train_y=y_train[train_idx],
-                        train_index=train_idx, eval_x=x_test[eval_idx], eval_y=y_test[eval_idx])
-    print(f"wrote {OUT} ({OUT.stat().st_size / 1e6:.1f} MB): {len(train_idx)} train, {len(eval_idx)} eval images")
+                        train_index=train_idx, eval_x=x_test[eval_idx], eval_y=y_test[eval_idx],
+                        pool_x=x_train[pool_idx], pool_y=y_train[pool_idx], pool_index=pool_idx,
+                        pool_captions=np.array([LABELS[y] for y in y_train[pool_idx]]))
+    print(f"wrote {OUT} ({OUT.stat().st_size / 1e6:.1f} MB): {len(train_idx)} train, {len(eval_idx)} eval, "
+          f"{len(pool_idx)} pool images")
 
 
 if __name__ == "__main__":

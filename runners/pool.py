@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import tarfile
 from dataclasses import dataclass, field
@@ -104,6 +105,20 @@ def read_shard(shard: Path) -> list[Sample]:
                 images[key] = member
     return [Sample(str(shard), key, texts[key].strip(), Path(m.name).suffix.lower(), m.offset_data, m.size)
             for key, m in images.items() if key in texts]
+
+
+def write_shard(path: Path, samples: list[tuple[str, str, bytes]], ext: str = "jpg") -> None:
+    """One shard as img2dataset writes it from (key, caption, image bytes); it
+    appears whole or not at all."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tarfile.open(tmp, "w") as tar:
+        for key, caption, image in samples:
+            meta = json.dumps({"key": key, "caption": caption}).encode()
+            for suffix, data in ((ext, image), ("txt", caption.encode()), ("json", meta)):
+                info = tarfile.TarInfo(f"{key}.{suffix}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    os.replace(tmp, path)
 
 
 def _caption_rows(path: Path) -> list[dict]:

@@ -48,8 +48,9 @@ def words(text: str) -> tuple[str, ...]:
 
 
 class PhraseMatcher:
-    """Which classes a caption names: every run of whole words looked up among the
-    classes' names and synonyms ("cat" does not match "catalog")."""
+    """Which classes a caption names: runs of whole words looked up among the classes'
+    names and synonyms ("cat" does not match "catalog"), the longest name first, so
+    "t-shirt" names the T-shirt and not also the shirt."""
 
     def __init__(self, classes: list[dict]):
         self.phrases: dict[tuple[str, ...], set[int]] = {}
@@ -62,9 +63,15 @@ class PhraseMatcher:
     def classes_in(self, caption: str) -> set[int]:
         w = words(caption)
         found: set[int] = set()
-        for n in range(1, self.longest + 1):
-            for i in range(len(w) - n + 1):
-                found |= self.phrases.get(w[i:i + n], set())
+        i = 0
+        while i < len(w):
+            for n in range(min(self.longest, len(w) - i), 0, -1):
+                if w[i:i + n] in self.phrases:
+                    found |= self.phrases[w[i:i + n]]
+                    i += n
+                    break
+            else:
+                i += 1
         return found
 
 

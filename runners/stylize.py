@@ -33,7 +33,6 @@ from runners.kinds.stylize import KIND
 from runners.runtime import Cancelled, Device, RunContext, RunnerError, run_main, runner_args_parser
 
 
-
 def draw_styles(n_images: int, n_styles: int, seed: int) -> list[int]:
     """The style of each image, in file order: the same whatever the batching or resume."""
     rng = random.Random(mix_seed("stylize", seed))

@@ -94,11 +94,14 @@ def fmt_pm(mean, std, digits: int = 1) -> str:
 
 
 def _metrics(runs: list[RunData]) -> tuple[list[str], list[Metric]]:
-    """The kinds among these runs that report metrics, and their metrics in order."""
+    """The kinds among these runs that report metrics, and their metrics in order
+    (those that no run has a value for left out: no linear probe for a ResNet)."""
     present = list(dict.fromkeys(r.kind for r in runs if r.kind in kinds.all_kinds()))
     with_metrics = [k for k in present if kinds.get(k).metrics]
     metrics = list({m.label: m for k in with_metrics for m in kinds.get(k).metrics}.values())
-    return with_metrics, metrics
+    reported = [m for m in metrics if any(m in kinds.get(r.kind).metrics and m.value(r.summary)[0] is not None
+                                          for r in runs if r.kind in with_metrics)]
+    return with_metrics, reported
 
 
 def results_table(runs: list[RunData]) -> tuple[list[str], list[list[str]]]:

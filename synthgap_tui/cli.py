@@ -480,7 +480,7 @@ def cmd_demo(args) -> int:
             last.update(counts)
             console.print(time.strftime("%H:%M:%S"), "  ".join(f"{n} {s}" for s, n in sorted(counts.items())))
 
-    runs = demo.wait(ws, ids, on_tick=tick)
+    runs = demo.baselines_first(demo.wait(ws, ids, on_tick=tick))
     _print_results(ws, runs, title="demo results (top-1 on real Fashion-MNIST, mean ± std of the last epochs)")
     return 0 if all(r["state"] == protocol.FINISHED for r in runs) else 1
 

@@ -1,5 +1,6 @@
 """The built-in demo: end to end through the supervisor, and a generator whose samples are recognisable."""
 
+import json
 import subprocess
 
 import numpy as np
@@ -23,16 +24,27 @@ def test_quick_demo_runs_every_run_through_the_supervisor(tmp_path):
                          capture_output=True, text=True, env=subprocess_env(), timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     runs = RunStore(ws).list(experiment="demo")
-    assert len(runs) == 11 and {r["state"] for r in runs} == {"finished"}
+    assert len(runs) == 13 and {r["state"] for r in runs} == {"finished"}
     table = out.stdout
     for r in runs:
         if r["kind"] == "train":
             assert r["name"][:20] in table  # every training run has a row in the results table
-    assert "Top-1 Acc. (%)" in table
+    assert "Top-1 Acc. (%)" in table and "Linear Probe" not in table  # no CLIP run, no empty column
+    rows = [line.split()[0] for line in table.splitlines() if line.split() and line.split()[0] in
+            {r["name"] for r in runs}]
+    assert rows[:3] == ["real-only", "retrieved-only", "synth-only"]  # side by side, first
+    # The retrieval baseline: captions name the class the image was drawn from (the pool's labels).
+    retrieved = next(r for r in runs if r["name"] == "retrieved")
+    manifest = [json.loads(line) for line in (ws / "runs" / retrieved["id"] / "data" / "manifest.jsonl")
+                .read_text().splitlines()]
+    data = np.load(demo.DEMO_DATA)
+    label = {str(c): str(data["pool_captions"][list(data["pool_y"]).index(y)]) for y, c in enumerate(data["classes"])}
+    assert len(manifest) == 60 and all(m["caption"] == label[m["class"]] for m in manifest)
+    assert {m["class"] for m in manifest} == set(label) and "tshirt-top" in label  # "T-shirt/top" is not a shirt
     again = subprocess.run([PYTHON, "-m", "synthgap_tui.cli", "-w", str(ws), "demo", "--no-tui", "--quick"],
                            capture_output=True, text=True, env=subprocess_env(), timeout=120)
     assert again.returncode == 0 and "Reusing the demo experiment" in again.stdout
-    assert len(RunStore(ws).list()) == 11  # nothing submitted twice
+    assert len(RunStore(ws).list()) == 13  # nothing submitted twice
 
 
 class SmallCNN(nn.Module):

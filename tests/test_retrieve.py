@@ -64,6 +64,15 @@ def test_substring_retrieves_exactly_the_planted_captions(ws):
     assert "class fox: 1 of 50 images found" in warnings
 
 
+def test_a_longer_name_wins_over_the_name_inside_it():
+    matcher = retrieve.PhraseMatcher([{"names": ["shirt"]}, {"names": ["t-shirt", "T-shirt/top"]},
+                                      {"names": ["cat", "house cat"]}])
+    assert matcher.classes_in("a photo of a T-shirt/top") == {1}
+    assert matcher.classes_in("red t-shirt") == {1}
+    assert matcher.classes_in("a shirt, not a t-shirt") == {0, 1}  # ambiguous
+    assert matcher.classes_in("house cat") == {2} and matcher.classes_in("shirts") == set()
+
+
 def test_substring_cap_is_a_seeded_sample(ws):
     pool = make_pool(ws / "pool", [(f"a cat, photo {i}", jpeg(i)) for i in range(12)])
     picks = []

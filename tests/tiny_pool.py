@@ -2,12 +2,12 @@
 KEY.jpg + KEY.txt + KEY.json."""
 
 import io
-import json
-import tarfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from runners.pool import write_shard
 
 
 def jpeg(seed: int, size: int = 32) -> bytes:
@@ -21,13 +21,7 @@ def jpeg(seed: int, size: int = 32) -> bytes:
 def make_pool(root: Path, samples: list[tuple[str, bytes]], per_shard: int = 4) -> Path:
     """Shards of (caption, image bytes) in order; keys are 9 digits as img2dataset's."""
     root.mkdir(parents=True, exist_ok=True)
-    for start in range(0, len(samples), per_shard):
-        with tarfile.open(root / f"{start // per_shard:05d}.tar", "w") as tar:
-            for k, (caption, image) in enumerate(samples[start:start + per_shard], start=start):
-                key = f"{k:09d}"
-                meta = json.dumps({"key": key, "caption": caption}).encode()
-                for ext, data in (("jpg", image), ("txt", caption.encode()), ("json", meta)):
-                    info = tarfile.TarInfo(f"{key}.{ext}")
-                    info.size = len(data)
-                    tar.addfile(info, io.BytesIO(data))
+    keyed = [(f"{k:09d}", caption, image) for k, (caption, image) in enumerate(samples)]
+    for start in range(0, len(keyed), per_shard):
+        write_shard(root / f"{start // per_shard:05d}.tar", keyed[start:start + per_shard])
     return root
