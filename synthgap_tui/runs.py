@@ -11,7 +11,7 @@ from pathlib import Path
 from runners import kinds, protocol
 from synthgap_tui import launchers
 from synthgap_tui.errors import SpecError, StoreError, UserError
-from synthgap_tui.specs import Experiment, looks_like_path, path_fields, ref_values
+from synthgap_tui.specs import Experiment, path_fields, ref_values
 from synthgap_tui.store import RunStore
 from synthgap_tui.workspace import Workspace, new_run_id
 
@@ -39,9 +39,8 @@ def _resolve(exp: Experiment, ids: dict[str, str]) -> tuple[dict[str, dict], lis
             # Run ids, whether the spec wrote depends_on or a reference implied it.
             "depends_on": [ids[d] for d in run.deps],
         }
-        for key, f in kinds.get(run.kind).fields.items():
-            if f.path and isinstance(spec.get(key), str) and looks_like_path(spec[key]):
-                inputs.append((run.name, f.path, spec[key]))
+        fields = kinds.get(run.kind).fields
+        inputs += [(run.name, fields[key].path, spec[key]) for key in path_fields(run) if key not in run.refs]
         for path, _, ref in ref_values(run):
             if ref is None or path not in run.refs:
                 continue
@@ -69,8 +68,9 @@ def missing_inputs(inputs: list[tuple[str, str, str]]) -> list[str]:
     needed: dict[str, list[str]] = {}
     for name, what, path in inputs:
         p = Path(path).expanduser()
-        if not (p.is_file() if what == "file" else p.is_dir()):
-            needed.setdefault(f"{'file' if what == 'file' else 'folder'} {path}", []).append(name)
+        exists, noun = {"file": (p.is_file, "file"), "dir": (p.is_dir, "folder")}.get(what, (p.exists, "path"))
+        if not exists():
+            needed.setdefault(f"{noun} {path}", []).append(name)
     out = []
     for what, names in needed.items():
         shown = ", ".join(names[:2]) + (f" and {len(names) - 2} more" if len(names) > 2 else "")

@@ -244,10 +244,16 @@ def looks_like_path(value: str) -> bool:
     return "/" in value or value.startswith(("~", ".")) or value.endswith((".pt", ".pth", ".safetensors"))
 
 
+def names_a_path(f: Field, value: str) -> bool:
+    if f.path == "local":  # a hub id ("org/model") unless it is written as a path
+        return value.startswith(("/", "./", "../", "~"))
+    return bool(f.path) and looks_like_path(value)
+
+
 def path_fields(run: ExpandedRun) -> list[str]:
     """The run's fields whose value is a file or folder path (not a run or dataset name)."""
     return [key for key, f in kinds.get(run.kind).fields.items() if isinstance(run.params.get(key), str)
-            and (f.path and looks_like_path(run.params[key]) or run.refs.get(key, ("",))[0] == "path")]
+            and (names_a_path(f, run.params[key]) or run.refs.get(key, ("",))[0] == "path")]
 
 
 def _resolve_paths(runs: list[ExpandedRun], base_dir: Path) -> None:

@@ -281,7 +281,9 @@ def test_relative_file_and_folder_fields_are_relative_to_the_spec_file(tmp_path,
     spec.write_text('[experiment]\nname = "e"\n[datasets]\nreal = "data"\n'
                     '[runs.r]\nkind = "retrieve"\npool = "pools/laion"\nclasses = "./classes.json"\n'
                     '[runs.t]\nkind = "train"\ntrain = "r"\neval = "real"\ninit_from = "teacher.pt"\n'
-                    '[runs.z]\nkind = "retrieve"\npool = "/abs/pool"\nclasses = "imagenet100"\n')
+                    '[runs.z]\nkind = "retrieve"\npool = "/abs/pool"\nclasses = "imagenet100"\n'
+                    '[runs.g]\nkind = "generate"\nmodel = "./models/sd"\n'
+                    '[runs.h]\nkind = "generate"\nmodel = "org/model"\n')
     monkeypatch.chdir(tmp_path)  # not where the spec is
     runs = {r.name: r for r in load_spec(spec).runs}
     assert runs["r"].params["pool"] == str(tmp_path / "exp" / "pools" / "laion")
@@ -289,6 +291,15 @@ def test_relative_file_and_folder_fields_are_relative_to_the_spec_file(tmp_path,
     assert runs["t"].params["init_from"] == str(tmp_path / "exp" / "teacher.pt")
     assert runs["t"].refs["init_from"] == ("path", str(tmp_path / "exp" / "teacher.pt"))
     assert runs["z"].params["pool"] == "/abs/pool" and runs["z"].params["classes"] == "imagenet100"
+    # A hub id or a local folder: only what is written as a path is one.
+    assert runs["g"].params["model"] == str(tmp_path / "exp" / "models" / "sd")
+    assert runs["h"].params["model"] == "org/model"
+    from synthgap_tui.runs import plan
+    from synthgap_tui.workspace import Workspace
+
+    _, missing = plan(load_spec(spec), Workspace(tmp_path / "ws"))
+    assert f"path {tmp_path / 'exp' / 'models' / 'sd'} does not exist (needed by g)" in missing
+    assert not any("org/model" in m for m in missing)
 
 
 def test_the_kept_copy_of_a_spec_names_the_same_files(tmp_path):

@@ -53,7 +53,9 @@ class Field:
     check: Callable[[Any], str | None] | None = None  # returns a problem or None
     ref: Ref | None = None  # the value names a dataset, a run or a path
     item_refs: dict[str, Ref] = field(default_factory=dict)  # list of tables: key -> Ref
-    path: str | None = None  # "file" or "dir": must exist when the run is submitted
+    # "file" or "dir": must exist when the run is submitted; "local": a hub id or tag, or
+    # (starting with /, ./, ../ or ~) a local file or folder that must exist
+    path: str | None = None
 
     def problem(self, value: Any) -> str | None:
         types = self.type if isinstance(self.type, tuple) else (self.type,)

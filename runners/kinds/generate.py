@@ -33,7 +33,7 @@ def _shard(value: str) -> str | None:
 
 F = Field
 FIELDS = {
-    "model": F(str, "CompVis/stable-diffusion-v1-4", "a hub id or a local model folder"),
+    "model": F(str, "CompVis/stable-diffusion-v1-4", "a hub id or a local model folder", path="local"),
     "mode": F(str, "txt2img", "what the pipeline starts from", choices=MODES),
     "classes": F(str, "imagenet100", "'imagenet100' or a JSON/CSV class file", path="file"),
     "prompt": F(str, "{name}, {definition}", "prompt template: {name}, {definition}, {hypernym}, {style} "

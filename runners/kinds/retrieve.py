@@ -31,7 +31,7 @@ FIELDS = {
                    check=check_templates),
     "clip_model": F(str, "ViT-B-16", "open_clip architecture of the embeddings"),
     "clip_pretrained": F(str, help="its weights: a local file, a folder with open_clip_config.json, or a tag "
-                         "such as 'laion2b_s34b_b88k' (downloaded: online boxes only)"),
+                         "such as 'laion2b_s34b_b88k' (downloaded: online boxes only)", path="local"),
     "min_clip_score": F(float, 0.0, "keep images whose cosine similarity to their class's text embedding is at "
                         "least this (0 = off)", min=-1, max=1),
     "dedup_against": F(str, help="a dataset whose evaluation split must not leak in",
