@@ -29,19 +29,20 @@ from runners import adain, stylize  # noqa: E402
 from runners.data import load_rgb, scan_folder  # noqa: E402
 
 IMAGES, CLASSES, STYLES, SIZE, BATCH = 48, 4, 8, 128, 8
+FORMAT = stylize.KIND.fields["format"].default
 
 
 def one_at_a_time(net: adain.Stylizer, content: Path, styles: list[str], chosen: list[int], out: Path) -> float:
     samples = scan_folder(content).samples
     start = time.perf_counter()
     for i, (path, _) in enumerate(samples):
-        c = stylize.square(load_rgb(path), SIZE)[None]
+        c = stylize.content_image(load_rgb(path), SIZE)[None]
         s = stylize.square(load_rgb(styles[chosen[i]]), SIZE)[None]
         with torch.no_grad():
             mean, std = net.style_stats(s)
             img = net(c, mean, std, 1.0)[0]
-        target = out / Path(path).parent.name / f"{Path(path).stem}.jpg"
-        stylize._save(img, target, "jpg", 95)
+        target = out / Path(path).parent.name / f"{Path(path).stem}.{FORMAT}"
+        stylize._save(img, target, FORMAT, 95)
     return time.perf_counter() - start
 
 

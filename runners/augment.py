@@ -102,7 +102,12 @@ def train_transform(name: str, mean, std, size: int = 224, local_size: int = 96,
     raise ValueError(f"unknown augmentation {name!r}; allowed: {', '.join(PRESETS)}")
 
 
+def center_resize(size: int) -> int:
+    """The shorter side an image is resized to before its centre ``size`` crop: 256 for
+    224, as ImageNet evaluation and Stylized-ImageNet do."""
+    return int(round(size * 256 / 224))
+
+
 def eval_transform(mean, std, size: int = 224):
-    resize = int(round(size * 256 / 224))
-    return Seeded(T.Compose([T.Resize(resize, interpolation=InterpolationMode.BILINEAR),
+    return Seeded(T.Compose([T.Resize(center_resize(size), interpolation=InterpolationMode.BILINEAR),
                              T.CenterCrop(size), T.ToTensor(), T.Normalize(mean, std)]))

@@ -28,6 +28,7 @@ from torchvision.transforms import functional as TF
 
 from runners import protocol
 from runners.adain import Stylizer
+from runners.augment import center_resize
 from runners.data import IMAGE_EXTENSIONS, DataError, load_rgb, mix_seed, scan_folder
 from runners.kinds.stylize import KIND
 from runners.runtime import Cancelled, Device, RunContext, RunnerError, run_main, runner_args_parser
@@ -39,9 +40,14 @@ def draw_styles(n_images: int, n_styles: int, seed: int) -> list[int]:
     return [rng.randrange(n_styles) for _ in range(n_images)]
 
 
-def square(img: Image.Image, size: int) -> torch.Tensor:
-    """Shorter side to ``size``, centre crop: a batchable 0..1 tensor."""
-    return TF.to_tensor(TF.center_crop(TF.resize(img, size, antialias=True), size))
+def square(img: Image.Image, size: int, resize: int | None = None) -> torch.Tensor:
+    """Shorter side to ``resize`` (default ``size``), centre ``size`` crop: a batchable 0..1 tensor."""
+    return TF.to_tensor(TF.center_crop(TF.resize(img, resize or size, antialias=True), size))
+
+
+def content_image(img: Image.Image, size: int) -> torch.Tensor:
+    """Stylized-ImageNet's content images: resized to 256, the centre 224 (at 224)."""
+    return square(img, size, center_resize(size))
 
 
 class Contents(Dataset):
@@ -54,7 +60,7 @@ class Contents(Dataset):
     def __getitem__(self, i: int):
         index, path = self.items[i]
         try:
-            return square(load_rgb(path), self.size), index, ""
+            return content_image(load_rgb(path), self.size), index, ""
         except (OSError, UnidentifiedImageError, ValueError):
             return torch.zeros(3, self.size, self.size), index, path
 

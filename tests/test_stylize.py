@@ -61,6 +61,17 @@ def test_weights_in_another_format_are_a_clear_error(tmp_path, weights):
         adain.Stylizer.from_files(weights / "vgg_normalised.pth", tmp_path / "bad.pth")
 
 
+def test_content_images_are_cropped_as_stylized_imagenet_crops_them(tmp_path):
+    """Stylized-ImageNet's preprocessing: Resize(256), CenterCrop(224), ToTensor."""
+    from PIL import Image
+    from torchvision import transforms as T
+    file = next(make_image_folder(tmp_path, classes=1, per_class=1, seed=4, size=(300, 260)).rglob("*.*"))
+    img = Image.open(file).convert("RGB")
+    ours = stylize.Contents([(0, str(file))], 224)[0][0]
+    theirs = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor()])(img)
+    assert torch.allclose(ours, theirs, atol=1e-6)
+
+
 def _run(tmp_path, name, data, weights, styles, **spec):
     return make_run(tmp_path, name, **{"kind": "stylize", "source_dir": str(data / "train"), "styles": str(styles),
                                        "vgg": str(weights / "vgg_normalised.pth"),

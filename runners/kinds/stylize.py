@@ -20,11 +20,14 @@ FIELDS = {
     "vgg": F(str, help="the normalised VGG-19 weights in the AdaIN format (vgg_normalised.pth)", path="file"),
     "decoder": F(str, help="the AdaIN decoder weights (decoder.pth)", path="file"),
     "alpha": F(float, 1.0, "style strength: 1 = the style's feature statistics, 0 = the content's", min=0, max=1),
-    "image_size": F(int, 224, "images are resized (shorter side) and centre-cropped to this", min=16),
+    "image_size": F(int, 224, "output size: images are resized (shorter side) to 8/7 of it and centre-cropped "
+                              "to it (256, then 224, as Stylized-ImageNet); styles are their largest centre "
+                              "square resized to it", min=16),
     "batch_size": F(int, 16, "images stylized together", min=1),
     "workers": F(int, 4, "data loader processes decoding the images", min=0),
-    "format": F(str, "jpg", "image file format", choices=("jpg", "png")),
-    "quality": F(int, 95, "JPEG quality", min=1, max=100),
+    "format": F(str, "png", "image file format (Stylized-ImageNet writes PNG: JPEG would add local texture "
+                            "of its own)", choices=("png", "jpg")),
+    "quality": F(int, 95, "JPEG quality (format = \"jpg\")", min=1, max=100),
     "amp": F(bool, True, "half precision on CUDA"),
 }
 
