@@ -287,7 +287,7 @@ def build_student(cfg: dict, classes: list[str], ctx: RunContext) -> tuple[Stude
 def make_loader(images: list[ImageList], stage: Stage, cfg: dict, transform, batch: int, device: Device,
                 rank: int, world: int) -> tuple[DataLoader, EpochSampler]:
     samples, lengths = [], []
-    for k, il in enumerate(images):
+    for il in images:
         keep = balanced_fraction(il, stage.fraction, cfg["seed"]) if stage.fraction < 1 else range(len(il.samples))
         picked = [il.samples[i] for i in keep]
         samples += picked

@@ -26,7 +26,8 @@ F = Field
 FIELDS = {
     "data": F(str, help="the images whose style is learned (a dataset's train split, or a run's dataset)",
               ref=Ref(to="train_dir", split="train", artifact="dataset")),
-    "model": F(str, "CompVis/stable-diffusion-v1-4", "a hub id or a local diffusers Stable Diffusion folder", path="local"),
+    "model": F(str, "CompVis/stable-diffusion-v1-4", "a hub id or a local diffusers Stable Diffusion folder",
+               path="local"),
     "token": F(str, "<dataset-style>", "the new token; prompts use it through {style}"),
     "initializer": F(str, "painting", "word(s) whose embedding the token starts from (their mean)"),
     "templates": F(list, TEMPLATES, "training prompts, each with {style}", check=_templates),

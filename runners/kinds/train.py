@@ -82,7 +82,8 @@ FIELDS = {
               "or 'timm:NAME' (any classification model, trained whole), 'clip:NAME' (an open_clip image tower "
               "under the zero-shot head)", check=_arch),
     "pretrained": F(str, help="open_clip weights of a 'clip:' arch: a local file, a folder with "
-                    "open_clip_config.json, or a tag such as 'laion2b_s34b_b88k' (downloaded: online boxes only)", path="local"),
+                    "open_clip_config.json, or a tag such as 'laion2b_s34b_b88k' (downloaded: online boxes only)",
+                    path="local"),
     "classes": F(str, help="class names of the zero-shot head ('clip:' arch): 'imagenet100' or a JSON/CSV with "
                  "id,name (ids = class folders); default: the folder names", path="file"),
     "templates": F(list, ["a photo of a {name}."], "prompt templates of the zero-shot head, averaged per class",
