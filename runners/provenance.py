@@ -9,6 +9,7 @@ import platform
 import socket
 import subprocess
 import sys
+from email.parser import HeaderParser
 from importlib import metadata
 from pathlib import Path
 
@@ -62,6 +63,18 @@ def _driver() -> str | None:
         return None
 
 
+def _freeze() -> list[str]:
+    """NAME==VERSION of every installed distribution, as pip freeze lists them. Only the
+    metadata headers are parsed: parsing the long descriptions after them took ~1 s a run."""
+    pins = set()
+    for dist in metadata.distributions():
+        text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
+        head = HeaderParser().parsestr(text.partition("\n\n")[0])
+        if head["Name"]:
+            pins.add(f"{head['Name']}=={head['Version']}")
+    return sorted(pins)
+
+
 def capture(spec: dict, resolved: dict) -> dict:
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     return {
@@ -80,6 +93,5 @@ def write(run_dir: Path, spec: dict, resolved: dict) -> dict:
     """provenance.json and pip-freeze.txt in the run folder, each written whole."""
     record = capture(spec, resolved)
     protocol.write_json_atomic(run_dir / FILE, record)
-    freeze = sorted(f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions() if d.metadata["Name"])
-    protocol.write_text_atomic(run_dir / FREEZE_FILE, "\n".join(dict.fromkeys(freeze)) + "\n")
+    protocol.write_text_atomic(run_dir / FREEZE_FILE, "\n".join(_freeze()) + "\n")
     return record

@@ -50,7 +50,7 @@ def test_freeze_keeps_prefix_bit_identical_and_reinitialises_the_rest(data, tmp_
     for n in range(1, 18):
         run_dir = make_run(tmp_path, f"freeze{n}", **{**TINY, "arch": "resnet50", "tau": 0.1},
                            train_dir=str(data / "train"), eval_dir=str(data / "val"),
-                           init_from_path=str(init), freeze_layers=n, max_steps_per_epoch=2)
+                           init_from_path=str(init), freeze_layers=n, max_steps_per_epoch=1)
         assert run(run_dir) == 0, final(run_dir)
         assert final(run_dir)["summary"]["trainable_params"] == sum(counts[n:])
         trained = torch.load(run_dir / "checkpoints" / "model.pt", weights_only=True)
