@@ -21,6 +21,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from runners import protocol
 from runners.data import IMAGE_EXTENSIONS
 
 CAPTION_FILES = ("captions.csv", "captions.parquet")
@@ -110,15 +111,16 @@ def read_shard(shard: Path) -> list[Sample]:
 def write_shard(path: Path, samples: list[tuple[str, str, bytes]], ext: str = "jpg") -> None:
     """One shard as img2dataset writes it from (key, caption, image bytes); it
     appears whole or not at all."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tarfile.open(tmp, "w") as tar:
-        for key, caption, image in samples:
-            meta = json.dumps({"key": key, "caption": caption}).encode()
-            for suffix, data in ((ext, image), ("txt", caption.encode()), ("json", meta)):
-                info = tarfile.TarInfo(f"{key}.{suffix}")
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-    os.replace(tmp, path)
+    def write(f) -> None:
+        with tarfile.open(fileobj=f, mode="w") as tar:
+            for key, caption, image in samples:
+                meta = json.dumps({"key": key, "caption": caption}).encode()
+                for suffix, data in ((ext, image), ("txt", caption.encode()), ("json", meta)):
+                    info = tarfile.TarInfo(f"{key}.{suffix}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+
+    protocol.write_atomic(path, write)
 
 
 def _caption_rows(path: Path) -> list[dict]:
