@@ -126,6 +126,9 @@ def test_compare_screen_shows_figure_2_and_switches_to_the_linear_probe(tmp_path
             assert chart.xlabel == "train_images" and chart.title.startswith("top-1")
             assert chart.series["adapt-retrieved"] == ([100.0, 200.0], [66.0, 71.0])  # means over 3 seeds
             assert set(chart.hlines) == {"off-the-shelf"}
+            assert chart.log_x
+            chart.render()
+            chart.render()  # again, as any refresh does: plotext logs a log-x figure's data in place
             table = app.screen.query_one("#sweep-table")
             rows = [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
             assert ["adapt-synthetic", "200", "61.0 ± 1.0", "72.0 ± 2.0"] in rows

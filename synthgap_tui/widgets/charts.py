@@ -17,6 +17,7 @@ class LineChart(PlotextPlot):
         self.title, self.xlabel, self.ylabel, self.log_x = title, xlabel, ylabel, log_x
         self.series: dict[str, tuple[list[float], list[float]]] = {}
         self.hlines: dict[str, float] = {}
+        self.lines: list[tuple[str, list[float], list[float]]] = []  # label, downsampled xs, ys
 
     def set_series(self, series: dict[str, tuple[list[float], list[float]]], hlines: dict[str, float] | None = None) -> None:
         self.series = series
@@ -27,25 +28,29 @@ class LineChart(PlotextPlot):
         self.redraw()
 
     def redraw(self) -> None:
-        plt = self.plt
-        plt.clear_data()
-        plt.clear_figure()
-        plt.title(self.title)
-        plt.xlabel(self.xlabel)
-        plt.ylabel(self.ylabel)
+        """Downsample the series to the widget's width; the figure is drawn from them at render."""
         width = max(10, self.size.width - 12)
-        drawn = False
+        self.lines = []
         for name, (xs, ys) in self.series.items():
             # Events may lack a field (a runner without top-5): plot what exists.
             pts = [(x, y) for x, y in zip(xs, ys) if x is not None and y is not None and math.isfinite(y)]
             if pts:
-                dx, dy = downsample([p[0] for p in pts], [p[1] for p in pts], width)
-                plt.plot(dx, dy, label=name[:24], marker="braille")
-                drawn = True
-        for name, y in self.hlines.items():
-            plt.hline(y)
-        if self.log_x and drawn:
-            plt.xscale("log")
-        if not drawn:
-            plt.title(f"{self.title} (no data yet)")
+                self.lines.append((name[:24], *downsample([p[0] for p in pts], [p[1] for p in pts], width)))
         self.refresh()
+
+    def render(self):
+        # plotext's build() log-scales the figure's data in place, so rendering one figure
+        # twice took the log of a log (a math domain error): each render draws it afresh.
+        plt = self.plt
+        plt.clear_data()
+        plt.clear_figure()
+        plt.title(self.title if self.lines else f"{self.title} (no data yet)")
+        plt.xlabel(self.xlabel)
+        plt.ylabel(self.ylabel)
+        for label, xs, ys in self.lines:
+            plt.plot(xs, ys, label=label, marker="braille")
+        for y in self.hlines.values():
+            plt.hline(y)
+        if self.log_x and self.lines:
+            plt.xscale("log")
+        return super().render()
