@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 # VGG-19 up to relu4_1: channels per 3x3 conv, "M" a 2x2 max-pool.
@@ -70,6 +71,56 @@ def blend(content: torch.Tensor, style_mean: torch.Tensor, style_std: torch.Tens
     return alpha * adain(content, style_mean, style_std) + (1 - alpha) * content
 
 
+def _fold(w: torch.Tensor, dim: int, odd: int) -> torch.Tensor:
+    """Merge a 3-tap kernel axis into the 2 taps that one phase of a 2x upsampled map sees:
+    output 2y reads upsampled pixels 2y-1, 2y, 2y+1, which are inputs y-1, y, y; output
+    2y+1 reads inputs y, y, y+1."""
+    a, b, c = w.unbind(dim)
+    return torch.stack((a, b + c) if odd == 0 else (a + b, c), dim)
+
+
+class UpsampleConv(nn.Module):
+    """``Upsample(2, nearest) -> ReflectionPad2d(1) -> conv`` (3x3) as four 2x2 convolutions at
+    the input's resolution, one per output phase: the same function with 4 multiply-adds per
+    output and weight pair where the upsampled form spends 9."""
+
+    PHASES = ((0, 0), (0, 1), (1, 0), (1, 1))
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        w = conv.weight.detach()
+        self.weights = nn.ParameterList([nn.Parameter(_fold(_fold(w, 2, a), 3, b), requires_grad=False)
+                                         for a, b in self.PHASES])
+        self.bias = nn.Parameter(conv.bias.detach().clone(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        # Reflecting the upsampled map by one pixel repeats its edge: replicate padding of x.
+        xp = F.pad(x, (1, 1, 1, 1), mode="replicate")
+        ys = [F.conv2d(xp[:, :, a:a + h + 1, b:b + w + 1], weight, self.bias)
+              for (a, b), weight in zip(self.PHASES, self.weights)]
+        k = ys[0].shape[1]
+        out = torch.empty((n, k, 2 * h, 2 * w), dtype=ys[0].dtype, device=x.device, memory_format=torch.channels_last)
+        phases = out.permute(0, 2, 3, 1).view(n, h, 2, w, 2, k)
+        for (a, b), y in zip(self.PHASES, ys):
+            phases[:, :, a, :, b].copy_(y.permute(0, 2, 3, 1))
+        return out
+
+
+def for_inference(seq: nn.Sequential) -> nn.Sequential:
+    """``seq`` computing the same, faster: upsampling convolutions at the input's resolution
+    and ReLUs in place (the published layout stays what weight files load into)."""
+    mods, layers, i = list(seq), [], 0
+    while i < len(mods):
+        if isinstance(mods[i], nn.Upsample):  # Upsample, ReflectionPad2d, Conv2d
+            layers.append(UpsampleConv(mods[i + 2]))
+            i += 3
+            continue
+        layers.append(nn.ReLU(inplace=True) if isinstance(mods[i], nn.ReLU) else mods[i])
+        i += 1
+    return nn.Sequential(*layers).eval()
+
+
 class Stylizer(nn.Module):
     def __init__(self, enc: nn.Sequential, dec: nn.Sequential):
         super().__init__()
@@ -91,6 +142,9 @@ class Stylizer(nn.Module):
         except RuntimeError as e:
             raise ValueError(f"{decoder_path} is not an AdaIN decoder: {str(e).splitlines()[0]}") from None
         return cls(enc, dec)
+
+    def for_inference(self) -> "Stylizer":
+        return Stylizer(for_inference(self.encoder), for_inference(self.decoder))
 
     @torch.no_grad()
     def style_stats(self, styles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -53,6 +53,23 @@ def test_alpha_zero_returns_the_content_and_one_the_style_statistics(weights):
     assert torch.allclose(net(content, mean, std, 0.0), net.decoder(feat))
 
 
+def test_the_inference_network_computes_what_the_published_layout_does(weights):
+    """Upsampling convolutions done at the input's resolution: the same output, on odd sizes too."""
+    net = adain.Stylizer.from_files(weights / "vgg_normalised.pth", weights / "decoder.pth")
+    fast = net.for_inference()
+    assert sum(isinstance(m, adain.UpsampleConv) for m in fast.decoder) == 3
+    torch.manual_seed(2)
+    x = torch.rand(3, 64, 7, 10)
+    up = fast.decoder[-4]
+    plain = torch.nn.Sequential(torch.nn.Upsample(scale_factor=2), torch.nn.ReflectionPad2d(1), net.decoder[-4])
+    assert torch.allclose(up(x), plain(x), atol=1e-5)
+    content, style = torch.rand(2, 3, 37, 50), torch.rand(2, 3, 40, 40)
+    mean, std = net.style_stats(style)
+    expected = net(content, mean, std)
+    assert torch.allclose(fast(content.contiguous(memory_format=torch.channels_last), mean, std), expected,
+                          atol=1e-5 * expected.abs().max().item())
+
+
 def test_weights_in_another_format_are_a_clear_error(tmp_path, weights):
     torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "bad.pth")
     with pytest.raises(ValueError, match="not a normalised VGG-19 in the AdaIN format"):
