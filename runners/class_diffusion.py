@@ -47,7 +47,7 @@ class ClassConditionalGenerator:
     def load(cls, folder: str | Path, dtype=torch.float32, device="cpu") -> "ClassConditionalGenerator":
         folder = Path(folder)
         meta = json.loads((folder / MARKER).read_text())
-        unet = UNet2DModel.from_pretrained(folder, torch_dtype=dtype).to(device)
+        unet = UNet2DModel.from_pretrained(folder, dtype=dtype).to(device)
         return cls(unet, meta["classes"], meta["image_size"])
 
     def save(self, folder: str | Path) -> None:

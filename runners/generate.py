@@ -161,7 +161,7 @@ class DiffusersBackend:
         cls = {"txt2img": diffusers.AutoPipelineForText2Image, "img2img": diffusers.AutoPipelineForImage2Image,
                "variation": diffusers.StableUnCLIPImg2ImgPipeline}[cfg["mode"]]
         dtype = torch.float16 if device.type == "cuda" else torch.float32
-        load = {"torch_dtype": dtype, "variant": cfg.get("variant"), "revision": cfg.get("revision")}
+        load = {"dtype": dtype, "variant": cfg.get("variant"), "revision": cfg.get("revision")}
         if cfg["mode"] != "variation":
             load.update(safety_checker=None, requires_safety_checker=False)
         try:
