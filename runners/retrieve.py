@@ -172,9 +172,8 @@ class PoolIndex:
         if not index_file.is_file():
             # Unreadable images stay in as zero vectors, so index ids are pool positions; they are filtered out.
             index = build_index(self.emb, cfg["index"], cfg["seed"])
-            tmp = index_file.with_name(f"{index_file.name}.tmp-{os.getpid()}")
-            faiss.write_index(index, str(tmp))
-            os.replace(tmp, index_file)
+            # Streamed into the temp file (not serialised in memory first: a LAION-scale index is big).
+            protocol.write_atomic(index_file, lambda f: faiss.write_index(index, faiss.PyCallbackIOWriter(f.write)))
         self.index = faiss.read_index(str(index_file))
         if hasattr(self.index, "nprobe"):
             self.index.nprobe = cfg["nprobe"]
