@@ -5,7 +5,8 @@ from pathlib import Path
 # Tiny models: one thread is faster than two (no barrier waits between
 # microsecond-sized ops) and keeps runs comparable; subprocesses inherit it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-# Runners must use diffusers' current keywords; subprocesses inherit this (pyproject sets it here).
+# Runners must use diffusers' current keywords: runner subprocesses inherit this, and
+# pyproject's filterwarnings says the same for the tests' own process.
 DEPRECATED = "error:`torch_dtype` is deprecated:FutureWarning"
 os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), DEPRECATED]))
 
