@@ -11,7 +11,8 @@ Unlike the one-image-at-a-time original, content images go through in
 batches, each style's feature statistics are computed once and reused, the
 decoder's upsampling convolutions run at the lower resolution (the same
 function for 4/9 of their work: ``adain.UpsampleConv``), and images are
-decoded in loader workers and saved in a thread while the next batch runs. A resumed run skips the images its manifest lists.
+decoded in loader workers and saved in a thread while the next batch runs.
+A resumed run skips the images its manifest lists.
 """
 
 from __future__ import annotations
