@@ -53,21 +53,47 @@ def test_alpha_zero_returns_the_content_and_one_the_style_statistics(weights):
     assert torch.allclose(net(content, mean, std, 0.0), net.decoder(feat))
 
 
-def test_the_inference_network_computes_what_the_published_layout_does(weights):
-    """Upsampling convolutions done at the input's resolution: the same output, on odd sizes too."""
+@pytest.mark.parametrize("size", [(37, 50), (64, 96)])
+def test_the_inference_network_computes_what_the_published_layout_does(weights, size):
+    """Upsampling convolutions done at the input's resolution and the wide ones by Winograd: the same
+    output, on odd sizes (where Winograd is not whole tiles) and on sizes where it runs."""
     net = adain.Stylizer.from_files(weights / "vgg_normalised.pth", weights / "decoder.pth")
     fast = net.for_inference()
     assert sum(isinstance(m, adain.UpsampleConv) for m in fast.decoder) == 3
+    assert [sum(isinstance(m, adain.WinogradConv) for m in part) for part in (fast.encoder, fast.decoder)] == [6, 4]
+    assert not any(isinstance(m, adain.WinogradConv) for m in net.for_inference(winograd=False).modules())
     torch.manual_seed(2)
     x = torch.rand(3, 64, 7, 10)
     up = fast.decoder[-4]
     plain = torch.nn.Sequential(torch.nn.Upsample(scale_factor=2), torch.nn.ReflectionPad2d(1), net.decoder[-4])
     assert torch.allclose(up(x), plain(x), atol=1e-5)
-    content, style = torch.rand(2, 3, 37, 50), torch.rand(2, 3, 40, 40)
+    content, style = torch.rand(2, 3, *size), torch.rand(2, 3, 40, 40)
     mean, std = net.style_stats(style)
     expected = net(content, mean, std)
     assert torch.allclose(fast(content.contiguous(memory_format=torch.channels_last), mean, std), expected,
                           atol=1e-5 * expected.abs().max().item())
+
+
+@pytest.mark.parametrize("shape, band, channels_last", [
+    ((3, 128, 52, 52), None, True),  # two whole images in a band, then one
+    ((2, 128, 20, 8), 5 * 36 * 128, True),  # bands of 2, 2 and 1 tile rows
+    ((2, 128, 16, 12), None, False),
+    ((2, 128, 6, 9), None, True),  # not whole tiles: conv2d
+])
+def test_winograd_convolution_computes_a_3x3_convolution(monkeypatch, shape, band, channels_last):
+    if band:
+        monkeypatch.setattr(adain.WinogradConv, "BAND", band)
+    torch.manual_seed(3)
+    conv = torch.nn.Conv2d(shape[1], 160, 3)
+    x = torch.randn(shape[0], shape[1], shape[2] + 2, shape[3] + 2)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    expected = torch.nn.functional.conv2d(x.double(), conv.weight.double(), conv.bias.double())
+    with torch.no_grad():
+        out = adain.WinogradConv(conv)(x)
+    assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    # F(4x4, 3x3) rounds a little more than direct convolution (2.4e-6 here against 6e-7).
+    assert (out.double() - expected).norm() < 1e-5 * expected.norm()
 
 
 def test_weights_in_another_format_are_a_clear_error(tmp_path, weights):
