@@ -34,7 +34,8 @@ from runners.adain import Stylizer
 from runners.augment import center_resize
 from runners.data import IMAGE_EXTENSIONS, DataError, load_rgb, mix_seed, scan_folder
 from runners.kinds.stylize import KIND
-from runners.runtime import Cancelled, Device, RunContext, RunnerError, run_main, runner_args_parser
+from runners.runtime import (Cancelled, Device, RunContext, RunnerError, reuse_freed_memory, run_main,
+                             runner_args_parser)
 
 
 def draw_styles(n_images: int, n_styles: int, seed: int) -> list[int]:
@@ -110,6 +111,8 @@ def stylize(ctx: RunContext, args) -> dict:
         raise RunnerError(str(e)) from None
     styles = style_images(cfg["styles"])
     device = Device(amp=cfg["amp"])
+    if not device.cuda:
+        reuse_freed_memory()  # a batch's largest activations (8 at 128 px) are over glibc's mmap ceiling
     try:
         stylizer = Stylizer.from_files(cfg["vgg"], cfg["decoder"]).for_inference(winograd=not device.cuda)
     except (FileNotFoundError, ValueError) as e:
