@@ -121,7 +121,7 @@ class WinogradConv(nn.Module):
     """A 3x3 convolution of an already padded input by F(4x4, 3x3), for the CPU, where oneDNN
     only convolves directly (cuDNN picks Winograd itself). The tile transforms and the 36
     products per tile are matrix products, taken a band at a time so that the transformed band
-    stays in cache. Under autocast or on sizes that are not whole tiles it is ``conv2d``."""
+    stays in cache. Other dtypes and sizes that are not whole tiles go to ``conv2d``."""
 
     BAND = 1 << 21  # floats in one band's transformed input: 8 MiB, within this box's L3
 
@@ -136,10 +136,14 @@ class WinogradConv(nn.Module):
         self.register_buffer("tout", torch.kron(_AT, _AT).float())  # 16 x 36: A^T m A
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != torch.float32 or (x.shape[2] - 2) % 4 or (x.shape[3] - 2) % 4:
+            return F.conv2d(x, self.weight, self.bias)
+        with torch.autocast(x.device.type, enabled=False):  # the transforms' products need float32
+            return self._by_tiles(x)
+
+    def _by_tiles(self, x: torch.Tensor) -> torch.Tensor:
         n, c, hp, wp = x.shape
         h, w = hp - 2, wp - 2
-        if x.dtype != torch.float32 or torch.is_autocast_enabled(x.device.type) or h % 4 or w % 4:
-            return F.conv2d(x, self.weight, self.bias)
         th, tw, k = h // 4, w // 4, self.u.shape[2]
         fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
         out = torch.empty((n, k, h, w), dtype=x.dtype, device=x.device, memory_format=fmt)

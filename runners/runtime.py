@@ -131,10 +131,10 @@ def run_main(args, body: Callable[[RunContext, argparse.Namespace], dict]) -> in
 
 def reuse_freed_memory() -> bool:
     """Have glibc keep freed memory for the next allocation instead of returning it to the OS.
-    Blocks over its mmap ceiling (32 MiB) are otherwise fresh mappings, page-faulted in on every
-    allocation: a batch of large CPU tensors pays that per layer (measured: reflection padding
-    of 8x64x128x128 floats took 22 ms, 3.6 ms with this). PyTorch's tuning guide suggests
-    jemalloc or tcmalloc for the same reason. False where the C library is not glibc."""
+    Otherwise it unmaps blocks over its mmap ceiling (32 MiB) and trims the top of its heap, and a
+    batch of large CPU tensors page-faults them in again layer by layer (measured: reflection
+    padding of 8x64x128x128 floats took 22 ms, 3.6 ms with this). PyTorch's tuning guide
+    suggests jemalloc or tcmalloc for the same reason. False where the C library is not glibc."""
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:

@@ -75,13 +75,14 @@ def test_the_inference_network_computes_what_the_published_layout_does(weights, 
                           atol=1e-5 * expected.abs().max().item())
 
 
-@pytest.mark.parametrize("shape, band, channels_last", [
-    ((3, 128, 52, 52), None, True),  # two whole images in a band, then one
-    ((2, 128, 20, 8), 5 * 36 * 128, True),  # bands of 2, 2 and 1 tile rows
-    ((2, 128, 16, 12), None, False),
-    ((2, 128, 6, 9), None, True),  # not whole tiles: conv2d
+@pytest.mark.parametrize("shape, band, channels_last, autocast", [
+    ((3, 128, 52, 52), None, True, False),  # two whole images in a band, then one
+    ((2, 128, 20, 8), 5 * 36 * 128, True, False),  # bands of 2, 2 and 1 tile rows
+    ((2, 128, 16, 12), None, False, False),
+    ((2, 128, 16, 12), None, True, True),  # autocast does not take the products to bf16
+    ((2, 128, 6, 9), None, True, False),  # not whole tiles: conv2d
 ])
-def test_winograd_convolution_computes_a_3x3_convolution(monkeypatch, shape, band, channels_last):
+def test_winograd_convolution_computes_a_3x3_convolution(monkeypatch, shape, band, channels_last, autocast):
     if band:
         monkeypatch.setattr(adain.WinogradConv, "BAND", band)
     torch.manual_seed(3)
@@ -90,7 +91,7 @@ def test_winograd_convolution_computes_a_3x3_convolution(monkeypatch, shape, ban
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     expected = torch.nn.functional.conv2d(x.double(), conv.weight.double(), conv.bias.double())
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         out = adain.WinogradConv(conv)(x)
     assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     # F(4x4, 3x3) rounds a little more than direct convolution (2.4e-6 here against 6e-7).
