@@ -75,13 +75,19 @@ def class_names(folders: list[str], classes: list[dict] | None) -> list[str]:
 
 
 @torch.no_grad()
-def text_embeddings(clip: Clip, names: list[str], templates: list[str], device: torch.device) -> torch.Tensor:
-    """[classes, dim]: per class the normalised mean of its normalised template embeddings."""
+def text_embeddings(clip: Clip, names: list[str], templates: list[str], device: torch.device,
+                    normalize_each: bool = True) -> torch.Tensor:
+    """[classes, dim]: per class the normalised mean of its template embeddings, each
+    normalised first (the zero-shot head, as WiSE-FT) or not (the authors' curation)."""
+    from runners.classes import with_article
+
     clip.model.eval()
     out = []
     for name in names:
-        tokens = clip.tokenizer([t.format(name=name) for t in templates]).to(device)
-        emb = F.normalize(clip.model.encode_text(tokens).float(), dim=-1)
+        tokens = clip.tokenizer([t.format(name=name, a_name=with_article(name)) for t in templates]).to(device)
+        emb = clip.model.encode_text(tokens).float()
+        if normalize_each:
+            emb = F.normalize(emb, dim=-1)
         out.append(F.normalize(emb.mean(0), dim=-1))
     return torch.stack(out)
 

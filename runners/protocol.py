@@ -170,17 +170,31 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> N
     """Call ``write(file)`` on a temp file beside ``path``, fsync, rename over
     ``path``: readers see the old or the new file, never a torn one."""
     path = Path(path)
-    # pid and thread: writers of one file in several processes or threads never share a temp file.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp = temp_path(path)
     try:
         with open(tmp, "wb") as f:
             write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def temp_path(path: Path) -> Path:
+    """A temp name beside ``path`` that ``remove_temp_files`` clears after a kill;
+    pid and thread: writers of one file in several processes or threads never share one."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+
+
+def publish(tmp: Path, path: Path) -> None:
+    """fsync the finished ``tmp`` and rename it over ``path`` (for files written by
+    a library that wants a file name, such as SQLite)."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
     # The rename itself survives a power cut only once the folder is synced.
     fd = os.open(path.parent, os.O_RDONLY)
     try:

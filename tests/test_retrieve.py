@@ -2,6 +2,7 @@
 tiny open_clip model built from a config and tiny webdataset pools."""
 
 import json
+import sqlite3
 from functools import partial
 from pathlib import Path
 
@@ -19,12 +20,11 @@ from tiny_clip import make_tiny_clip
 from tiny_pool import jpeg, make_pool
 
 run = partial(run_in_process, retrieve)
-CLASSES = [{"id": "cat", "name": "cat", "names": ["cat", "house cat"]}, {"id": "dog", "name": "dog"},
-           {"id": "fox", "name": "red fox"}]
-# caption -> the class it must be retrieved for (None: not at all)
-PLANTED = {"a cat on a sofa": "cat", "My House-Cat, asleep": "cat", "catalog of products": None,
-           "a cat and a dog": None, "Dog!": "dog", "dogs and cats": None, "red fox in snow": "fox",
-           "a fox": None, "red car": None, "the DOG park": "dog"}
+CLASSES = [{"id": "cat", "name": "cat"}, {"id": "dog", "name": "dog"}, {"id": "fox", "name": "red fox"}]
+# caption -> the classes it is retrieved for: FTS5 tokens, anywhere in the caption, whole tokens
+PLANTED = {"a cat on a sofa": {"cat"}, "catalog of products": set(), "a cat and a dog": {"cat", "dog"},
+           "Dog!": {"dog"}, "dogs and cats": set(), "red fox in snow": {"fox"}, "the fox is red": {"fox"},
+           "a fox": set(), "red car": set(), "the DOG park": {"dog"}}
 
 
 @pytest.fixture(scope="module")
@@ -48,29 +48,90 @@ def manifest(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "data" / "manifest.jsonl").read_text().splitlines()]
 
 
-def test_substring_retrieves_exactly_the_planted_captions(ws):
+def test_substring_retrieves_exactly_the_planted_captions_under_every_class_they_match(ws):
     captions = list(PLANTED)
     pool = make_pool(ws / "pool", [(c, jpeg(i)) for i, c in enumerate(captions)], per_shard=3)
     d = retrieve_run(ws, "sub", pool)
     assert run(d) == 0, final(d)
-    got = {m["caption"]: m["class"] for m in manifest(d)}
+    got: dict[str, set] = {}
+    for m in manifest(d):
+        got.setdefault(m["caption"], set()).add(m["class"])
     assert got == {c: k for c, k in PLANTED.items() if k}
-    for m in manifest(d):  # the pool's own bytes, in the class folder
+    for m in manifest(d):  # the pool's own bytes, in each class folder
         assert (d / "data" / "train" / m["file"]).read_bytes() == jpeg(captions.index(m["caption"]))
     summary = final(d)["summary"]
-    assert summary["ambiguous"] == 1 and summary["embedded"] == 0  # "dogs and cats" names no class: whole words
-    assert summary["per_class"] == {"cat": 2, "dog": 2, "fox": 1} and summary["short_classes"] == 3
-    warnings = [e["message"] for e in events(d) if e["type"] == "log" and e["level"] == "warning"]
-    assert "class fox: 1 of 50 images found" in warnings
+    assert summary["multi_class"] == 1 and summary["embedded"] == 0
+    assert summary["per_class"] == {"cat": 2, "dog": 3, "fox": 2}
+    (index,) = (ws / "ws" / "cache" / "caption-index").iterdir()
+    again = retrieve_run(ws, "again", pool)  # the pool's index is built once
+    assert run(again) == 0 and manifest(again) == manifest(d)
+    assert any("caption index from the cache" in e.get("message", "") for e in events(again))
 
 
-def test_a_longer_name_wins_over_the_name_inside_it():
-    matcher = retrieve.PhraseMatcher([{"names": ["shirt"]}, {"names": ["t-shirt", "T-shirt/top"]},
-                                      {"names": ["cat", "house cat"]}])
-    assert matcher.classes_in("a photo of a T-shirt/top") == {1}
-    assert matcher.classes_in("red t-shirt") == {1}
-    assert matcher.classes_in("a shirt, not a t-shirt") == {0, 1}  # ambiguous
-    assert matcher.classes_in("house cat") == {2} and matcher.classes_in("shirts") == set()
+def authors_fts5(captions: list[str], classes: list[dict]) -> dict[str, set[int]]:
+    """What the authors' filter_laion_metadata_substring.py returns, asked of SQLite
+    directly: their query string built as they build it, formatted into the SQL."""
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE VIRTUAL TABLE samples USING fts5(SAMPLE_ID, TEXT)")
+    db.executemany("INSERT INTO samples VALUES (?, ?)", enumerate(captions))
+    out = {}
+    for c in classes:
+        temp = c.get("query", c["name"]).replace("'", "''")
+        if ("-" in temp or "/" in temp) and ('"' not in temp):
+            temp = '"' + temp + '"'
+        rows = db.execute(f"SELECT * FROM samples WHERE TEXT MATCH '{temp}' COLLATE NOCASE").fetchall()
+        out[c["id"]] = {int(r[0]) for r in rows}
+    return out
+
+
+def test_substring_sets_equal_sqlite_fts5_with_the_authors_query_construction(ws):
+    classes = [{"id": "stick", "name": "walking stick"}, {"id": "tshirt", "name": "T-shirt/top"},
+               {"id": "shirt", "name": "shirt"}, {"id": "f16", "name": "F-16A/B"}, {"id": "iron", "name": "clothes iron"},
+               {"id": "hummer", "name": "AM General Hummer SUV 2000",
+                "query": '"AM" AND "General" AND "Hummer" AND "SUV" AND "2000"'},
+               {"id": "banded", "name": "banded",
+                "query": '"banded texture" OR "banded pattern" OR "banded thing" OR "banded object"'},
+               {"id": "ship", "name": "pirate ship"}, {"id": "potter", "name": "potter's wheel",
+                                                       "query": '"potter\'s wheel" OR "pottery wheel"'}]
+    words = ("walking stick vintage brass handle t-shirt/top shirt t shirt top F-16A/B f 16a b clothes iron man "
+             "am general hummer suv 2000 banded texture pattern thing object pirate ship potter's wheel pottery "
+             "a the with of and red").split()
+    rng = np.random.default_rng(0)
+    captions = [" ".join(rng.choice(words, size=rng.integers(2, 9))) for _ in range(2500)]
+    captions[:4] = ["vintage walking stick with brass handle", "Iron Man action figure",
+                    "2000 Hummer SUV by AM General", "a banded-texture rug"]
+    pool = make_pool(ws / "pool", [(c, jpeg(i % 7)) for i, c in enumerate(captions)], per_shard=500)
+    (ws / "fts.json").write_text(json.dumps(classes))
+    d = retrieve_run(ws, "fts", pool, classes=str(ws / "fts.json"), images_per_class=None)
+    assert run(d) == 0, final(d)
+    got: dict[str, set[int]] = {c["id"]: set() for c in classes}
+    for m in manifest(d):
+        got[m["class"]].add(int(m["key"]))
+    expected = authors_fts5(captions, classes)
+    assert got == expected
+    assert 0 in got["stick"] and 1 not in got["iron"] and 2 in got["hummer"] and 3 in got["banded"]
+    assert all(expected[k] for k in expected) and expected["shirt"] & expected["tshirt"]  # the test has teeth
+
+
+def test_a_query_fts5_cannot_parse_is_named_before_the_pool_is_read(ws):
+    (ws / "bad.json").write_text(json.dumps([{"id": "a", "name": "potter's wheel"}, {"id": "b", "name": "b"}]))
+    error = failed_error(retrieve, retrieve_run(ws, "bad", ws / "nowhere", classes=str(ws / "bad.json")))
+    assert "class a (\"potter's wheel\")" in error or "class a ('potter" in error, error
+
+
+def test_builtin_class_lists_carry_the_authors_names_and_queries():
+    from runners.classes import load_class_list
+
+    imagenet100 = {c["id"]: c for c in load_class_list("imagenet100").classes}
+    assert len(imagenet100) == 100 and len(load_class_list("imagenet").classes) == 1000
+    names = {c["name"] for c in imagenet100.values()}
+    assert {"pirate ship", "clothes iron"} <= names and "pirate" not in names
+    cars = load_class_list("cars")
+    hummer = cars.classes[0]
+    assert hummer["name"] == "AM General Hummer SUV 2000"
+    assert hummer["query"] == '"AM" AND "General" AND "Hummer" AND "SUV" AND "2000"'
+    assert [len(load_class_list(n).classes) for n in ("aircraft", "cars", "dtd", "flowers102")] == [100, 196, 47, 102]
+    assert len(load_class_list("imagenet").retrieval_templates) == 80
 
 
 def test_substring_cap_is_a_seeded_sample(ws):
@@ -83,67 +144,50 @@ def test_substring_cap_is_a_seeded_sample(ws):
     assert len(picks[0]) == 4 and picks[0] == picks[1] and picks[0] != picks[2]
 
 
-def test_clip_knn_returns_the_nearest_images_and_caches_the_pool(ws, clip_dir):
-    pool = make_pool(ws / "pool", [(f"image {i}", jpeg(i)) for i in range(30)], per_shard=7)
-    spec = dict(method="clip-knn", clip_model="tiny", clip_pretrained=str(clip_dir), images_per_class=3, candidates=2)
+def test_clip_knn_unions_one_search_per_template_and_index_and_caches_the_pool(ws, clip_dir):
+    captions = [f"image {i}" if i % 3 else f"a photo of a red fox {i}" for i in range(30)]
+    pool = make_pool(ws / "pool", [(c, jpeg(i)) for i, c in enumerate(captions)], per_shard=7)
+    templates = ["a photo of a {name}.", "a drawing of a {name}.", "{name} in the wild"]
+    spec = dict(method="clip-knn", clip_model="tiny", clip_pretrained=str(clip_dir), templates=templates, k=2)
     first = retrieve_run(ws, "knn1", pool, **spec)
     assert run(first) == 0, final(first)
-    assert final(first)["summary"]["embedded"] == 30
-    assert any(e.get("phase") == "embed" for e in events(first))
+    assert final(first)["summary"]["embedded"] == 60  # 30 images + 30 captions
+    assert {e.get("phase") for e in events(first)} >= {"embed image", "embed text"}
 
     # The planted answer: brute force over embeddings computed here, independently of the cache.
     clip = load_clip("tiny", str(clip_dir))
-    text = text_embeddings(clip, [c["name"] for c in CLASSES], ["a photo of a {name}."], torch.device("cpu")).numpy()
-    emb, ok = retrieve.embed_images(clip, open_pool(pool).samples, {"batch_size": 8, "workers": 0},
-                                    retrieve.Device(amp=False))
+    names = [c["name"] for c in CLASSES]
+    images, ok = retrieve.embed_images(clip, open_pool(pool).samples, {"batch_size": 8, "workers": 0},
+                                       retrieve.Device(amp=False))
     assert ok.all()
-    sims = emb.astype(np.float32) @ text.T  # [images, classes]
-    top = {c: [int(i) for i in np.argsort(-sims[:, c], kind="stable")[:6]] for c in range(3)}
+    with torch.no_grad():
+        texts = nn.functional.normalize(clip.model.encode_text(clip.tokenizer(captions)).float(), dim=-1)
+    pool_embs = [images.astype(np.float32), texts.numpy().astype(np.float16).astype(np.float32)]
 
-    def owner(i):  # an image found for several classes stays with the nearest
-        return max((c for c in range(3) if i in top[c]), key=lambda c: sims[i, c])
+    def top2(query):
+        return {int(i) for emb in pool_embs for i in np.argsort(-(emb @ query), kind="stable")[:2]}
 
-    expected = {CLASSES[c]["id"]: {f"{i:09d}" for i in [i for i in top[c] if owner(i) == c][:3]} for c in range(3)}
-    got = {}
+    per_template = [text_embeddings(clip, names, [t], torch.device("cpu")).numpy() for t in templates]
+    expected = {c["id"]: set().union(*(top2(q[k]) for q in per_template)) for k, c in enumerate(CLASSES)}
+    averaged = text_embeddings(clip, names, templates, torch.device("cpu")).numpy()
+    assert any(expected[c["id"]] - top2(averaged[k]) for k, c in enumerate(CLASSES))  # one averaged query misses some
+    got: dict[str, set] = {}
     for m in manifest(first):
-        got.setdefault(m["class"], set()).add(m["key"])
-    assert got == {k: v for k, v in expected.items() if v}
+        got.setdefault(m["class"], set()).add(int(m["key"]))
+    assert got == expected
+    assert final(first)["summary"]["multi_class"] == sum(map(len, expected.values())) - len(set().union(*expected.values()))
 
-    second = retrieve_run(ws, "knn2", pool, **{**spec, "images_per_class": 2})
+    second = retrieve_run(ws, "knn2", pool, **spec)
     assert run(second) == 0, final(second)
     assert final(second)["summary"]["embedded"] == 0
-    assert not any(e.get("phase") == "embed" for e in events(second))
+    assert not any(str(e.get("phase")).startswith("embed") for e in events(second))
     third = retrieve_run(ws, "knn3", pool, **{**spec, "index": "flat"})  # another index, the same embeddings
     assert run(third) == 0, final(third)
-    assert final(third)["summary"]["embedded"] == 0 and manifest(third) == manifest(first)
+    assert final(third)["summary"]["embedded"] == 0
+    assert {(m["class"], m["key"]) for m in manifest(third)} == {(m["class"], m["key"]) for m in manifest(first)}
     (cache,) = (ws / "ws" / "cache" / "clip-index").iterdir()
-    assert sorted(p.name for p in cache.glob("index-*")) == ["index-auto.faiss", "index-flat.faiss"]
-
-
-def test_planted_duplicates_of_the_eval_split_are_removed(ws, clip_dir):
-    data = make_dataset(ws / "target", classes=2, train_per_class=2, val_per_class=3, names=["cat", "dog"])
-    eval_files = sorted((data / "val").rglob("*.jpg"))
-    samples = [(f"a cat number {i}", jpeg(100 + i)) for i in range(6)]
-    samples += [(f"a cat copied from the test set {i}", f.read_bytes()) for i, f in enumerate(eval_files[:2])]
-    pool = make_pool(ws / "pool", samples)
-    d = retrieve_run(ws, "dedup", pool, clip_model="tiny", clip_pretrained=str(clip_dir),
-                     dedup_against=str(data), dedup_dir=str(data / "val"), dedup_threshold=0.999)
-    assert run(d) == 0, final(d)
-    kept = {m["caption"] for m in manifest(d)}
-    assert kept == {c for c, _ in samples[:6]}
-    assert final(d)["summary"]["duplicates"] == 2
-
-
-def test_min_clip_score_drops_low_scores(ws, clip_dir):
-    pool = make_pool(ws / "pool", [(f"a cat, photo {i}", jpeg(i)) for i in range(10)])
-    base = retrieve_run(ws, "all", pool, clip_model="tiny", clip_pretrained=str(clip_dir), min_clip_score=-1.0)
-    assert run(base) == 0
-    scores = sorted(m["score"] for m in manifest(base))
-    cut = scores[4]
-    d = retrieve_run(ws, "cut", pool, clip_model="tiny", clip_pretrained=str(clip_dir), min_clip_score=cut)
-    assert run(d) == 0
-    assert all(m["score"] >= cut for m in manifest(d)) and len(manifest(d)) == 6
-    assert final(d)["summary"]["below_score"] == 4
+    assert sorted(p.name for p in cache.glob("*index-*")) == ["index-auto.faiss", "index-flat.faiss",
+                                                              "text-index-auto.faiss", "text-index-flat.faiss"]
 
 
 def test_corrupt_images_and_malformed_shards_are_skipped_and_counted(ws):

@@ -220,6 +220,7 @@ def test_every_preset_expands_and_dry_run_warns_about_placeholder_folders(tmp_pa
     by_name = {r.name: r for r in scaling}
     assert by_name["off-the-shelf"].params["epochs"] == 0 and by_name["off-the-shelf"].deps == []
     assert by_name["retrieved"].refs["dedup_against"] == ("dataset", "target")
+    assert by_name["retrieved"].kind == "curate" and by_name["retrieved"].deps == ["retrieved-raw"]
     assert {r.params["recipe"] for r in scaling if r.kind == "train"} == {"unmet-promise"}
     perturb = load_spec(presets["unmet-promise-perturb"].path).runs
     assert sorted(r.deps[0] for r in perturb if r.base == "adapt-perturbed") == \

@@ -130,10 +130,21 @@ class Chart:
 
 
 def check_templates(value: list) -> str | None:
-    """Prompt templates of a class: each names it with {name}."""
-    if not value or not all(isinstance(t, str) and "{name}" in t for t in value):
-        return "must be a non-empty list of strings, each with {name}"
+    """Prompt templates of a class: each names it with {name} (or {a_name}: with its article)."""
+    if not value or not all(isinstance(t, str) and ("{name}" in t or "{a_name}" in t) for t in value):
+        return "must be a non-empty list of strings, each with {name} or {a_name}"
     return None
+
+
+# Built-in class lists by name (runners/classes.py); any other value is a class file.
+CLASS_LISTS = ("imagenet", "imagenet100", "aircraft", "cars", "dtd", "flowers102")
+
+
+def check_class_source(value: str) -> str | None:
+    """A built-in list's name, or a path (checked at submit as a file)."""
+    if value in CLASS_LISTS or "/" in value or "." in value:
+        return None
+    return f"is {value!r}: not a built-in class list ({', '.join(CLASS_LISTS)}) nor a file path"
 
 
 # A run's `slurm` table (over config.toml's [slurm]): what the Slurm launcher

@@ -98,8 +98,11 @@ def write_pool(ws: Workspace) -> Path:
         for start in range(0, len(samples), POOL_SHARD):
             write_shard(tmp / f"{start // POOL_SHARD:05d}.tar", samples[start:start + POOL_SHARD], ext="png")
         names = {int(y): str(c) for y, c in zip(data["pool_y"], data["pool_captions"])}
-        (tmp / "classes.json").write_text(json.dumps([{"id": c, "name": names[y]} for y, c in enumerate(classes)],
-                                                     indent=1))
+        # Full-text search finds "Shirt" in "T-shirt/top" too; a query (the authors' class_map) says what is meant.
+        queries = {"Shirt": 'shirt NOT "t-shirt"'}
+        (tmp / "classes.json").write_text(json.dumps(
+            [{"id": c, "name": names[y], **({"query": queries[names[y]]} if names[y] in queries else {})}
+             for y, c in enumerate(classes)], indent=1))
 
     return _write_whole(ws.root / POOL_DIR, fill)
 
