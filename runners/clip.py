@@ -4,16 +4,17 @@
 file, a local folder as open_clip saves one (``open_clip_config.json`` and a
 weights file; also how tests build a tiny model from a config), or a
 pretrained tag (downloaded: online boxes only). ``ClipClassifier`` is the
-image tower under the zero-shot head: normalised image features times the
-class text embeddings (the mean over the templates) times the logit scale, as
-WiSE-FT's ``ClassificationHead``. ``linear_probe`` fits a multinomial
-logistic regression on frozen features with L-BFGS.
+image tower under a trainable linear head started from the zero-shot weights
+(the class text embeddings, the mean over the templates, times the logit
+scale), as the authors' adapt/ code builds it. ``linear_probe`` is their
+AdamW linear probe on frozen features.
 """
 
 from __future__ import annotations
 
 import difflib
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,43 +94,54 @@ def text_embeddings(clip: Clip, names: list[str], templates: list[str], device: 
 
 
 class ClipClassifier(nn.Module):
-    """The image tower under a fixed zero-shot head: its accuracy is the adapted
-    model's zero-shot accuracy (the text encoder is dropped after the head is built)."""
+    """The image tower under a linear head started from the zero-shot weights (the
+    class text embeddings times the logit scale, bias zero) on normalised image
+    features, both trained: the Unmet Promise's ImageClassifier with WiSE-FT's
+    ClassificationHead. The text encoder is dropped after the head is built."""
 
     def __init__(self, clip: Clip, text: torch.Tensor):
         super().__init__()
         self.visual = clip.model.visual
-        self.register_buffer("head", text * clip.model.logit_scale.detach().exp().float())
+        self.head = nn.Linear(text.shape[1], text.shape[0])
+        with torch.no_grad():
+            self.head.weight.copy_(text * clip.model.logit_scale.detach().exp().float())
+            self.head.bias.zero_()
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.visual(x), dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x) @ self.head.to(x.dtype).T
+        return self.head(self.features(x))
 
 
-def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, num_classes: int, l2: float = 1e-4,
-                 max_iter: int = 200) -> nn.Linear:
-    """Multinomial logistic regression on frozen features (features standardised by
-    the training set's statistics, which the returned layer folds back in)."""
+def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, num_classes: int, cfg: dict) -> nn.Linear:
+    """The Unmet Promise's linear probe on frozen features (``ClipClassifier.features``,
+    already normalised, as their ClassificationHead normalises its input): a linear
+    layer with bias (default init), AdamW (betas 0.9/0.95, weight decay on
+    weight and bias), warm-up then cosine to 0 per step, gradient norm clipped at 1.0,
+    shuffled batches (seeded)."""
     x = train_x.float()
-    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
-    x = (x - mean) / std
+    torch.manual_seed(cfg["seed"])
     head = nn.Linear(x.shape[1], num_classes)
-    nn.init.zeros_(head.weight)
-    nn.init.zeros_(head.bias)
-    opt = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = F.cross_entropy(head(x), train_y) + l2 * head.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    with torch.no_grad():  # fold the standardisation in: head(x) = W (x - m) / s + b
-        head.weight.div_(std)
-        head.bias.sub_(head.weight @ mean)
+    opt = torch.optim.AdamW(head.parameters(), lr=cfg["probe_lr"], weight_decay=cfg["probe_weight_decay"],
+                            betas=(0.9, 0.95))
+    batch = cfg["probe_batch_size"]
+    steps = cfg["probe_epochs"] * math.ceil(len(x) / batch)
+    warmup = cfg["probe_warmup_steps"]
+    g = torch.Generator().manual_seed(cfg["seed"])
+    step = 0
+    for _ in range(cfg["probe_epochs"]):
+        for idx in torch.randperm(len(x), generator=g).split(batch):
+            lr = cfg["probe_lr"] * ((step + 1) / warmup if step < warmup else
+                                    0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup))))
+            for group in opt.param_groups:
+                group["lr"] = lr
+            loss = F.cross_entropy(head(x[idx]), train_y[idx])
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(head.parameters(), 1.0)
+            opt.step()
+            step += 1
     return head
 
 

@@ -94,6 +94,23 @@ def balanced_fraction(images: ImageList, fraction: float, seed: int) -> list[int
     return sorted(keep)
 
 
+def holdout_split(images: ImageList, share: float, seed: int) -> tuple[ImageList, ImageList]:
+    """(training, held out): a class-balanced, seeded share of each class held out
+    (ceil(n * share), leaving at least one image to train on), drawn apart from
+    ``balanced_fraction``'s order so that ``fraction`` subsets the rest."""
+    train, held = [], []
+    by_class: dict[int, list[tuple[str, int]]] = {}
+    for sample in images.samples:
+        by_class.setdefault(sample[1], []).append(sample)
+    for label, samples in sorted(by_class.items()):
+        g = torch.Generator().manual_seed(mix_seed("holdout", seed, images.classes[label]))
+        order = torch.randperm(len(samples), generator=g).tolist()
+        n = min(len(samples) - 1, math.ceil(len(samples) * share - 1e-9))
+        held += [samples[j] for j in sorted(order[:n])]
+        train += [samples[j] for j in sorted(order[n:])]
+    return ImageList(images.root, images.classes, train), ImageList(images.root, images.classes, held)
+
+
 def load_rgb(path: str) -> Image.Image:
     with Image.open(path) as img:
         img.draft("RGB", img.size)  # JPEG: decode straight to RGB

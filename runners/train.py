@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from runners import protocol
 from runners.archs import BLOCKS
 from runners.augment import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
-from runners.data import (DataError, EpochSampler, ImageList, SeededImages, balanced_fraction,
+from runners.data import (DataError, EpochSampler, ImageList, SeededImages, balanced_fraction, holdout_split,
                           channel_stats, check_same_classes, mix_seed, mix_weights, scan_folder)
 from runners.kinds.train import KIND, is_clip
 from runners.layers import (Student, build_named, build_resnet, classifier_of, layer_prefixes, load_prefix,
@@ -35,6 +35,7 @@ from runners.runtime import (Cancelled, Device, RunContext, RunnerError, atomic_
 WEIGHTS_ENUM = re.compile(r"\w+_Weights\.\w+")
 LAST = "last.pt"
 MODEL = "model.pt"
+HOLDOUT_FILE = "holdout.txt"  # the held-out training images, one path a line
 
 
 @dataclass
@@ -88,10 +89,13 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def make_optimizer(model: nn.Module, cfg: dict, lr: float) -> torch.optim.Optimizer:
-    """SGD at ``lr`` x batch/256 (the linear scaling rule), or AdamW at ``lr`` as given."""
+    """SGD at ``lr`` x batch/256 (the linear scaling rule), or AdamW at ``lr`` as given
+    with ``betas``; weight decay on weights only, or on everything (``decay_all``)."""
     groups = param_groups(model, cfg["weight_decay"])
+    if cfg["decay_all"]:
+        groups = [{"params": [p for g in groups for p in g["params"]], "weight_decay": cfg["weight_decay"]}]
     if cfg["optimizer"] == "adamw":
-        return torch.optim.AdamW(groups, lr=lr)
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg["betas"]))
     return torch.optim.SGD(groups, lr=lr * cfg["batch_size"] / 256, momentum=cfg["momentum"])
 
 
@@ -157,6 +161,9 @@ def train_one_epoch(model, loader, optimizer, scheduler, device: Device, ctx: Ru
                 loss = loss + crop_loss * (x.shape[0] / total)
         optimizer.zero_grad(set_to_none=True)
         device.scaler.scale(loss).backward()
+        if cfg["grad_clip"]:
+            device.scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg["grad_clip"])
         device.scaler.step(optimizer)
         device.scaler.update()
         scheduler.step()
@@ -235,16 +242,18 @@ def pretrained_state(weights: str) -> dict:
 def build_clip_student(cfg: dict, classes: list[str], ctx: RunContext) -> tuple[Student, tuple | None]:
     """The image tower of an open_clip model under its zero-shot head, and the
     model's own input statistics."""
-    from runners.classes import load_classes
-    from runners.clip import ClipClassifier, class_names, load_clip, text_embeddings
+    from runners.classes import load_class_list, prompt_for
+    from runners.clip import DEFAULT_TEMPLATES, ClipClassifier, class_names, load_clip, text_embeddings
 
     clip = load_clip(cfg["arch"].partition(":")[2], cfg.get("pretrained"))
     if clip.image_size != cfg["image_size"]:
         raise RunnerError(f"image_size is {cfg['image_size']}; {cfg['arch']} takes {clip.image_size} px images")
-    names = class_names(classes, load_classes(cfg["classes"]) if cfg.get("classes") else None)
-    text = text_embeddings(clip, names, cfg["templates"], torch.device("cpu"))
-    ctx.log(f"zero-shot head: {len(names)} classes x {len(cfg['templates'])} template(s), e.g. "
-            f"{cfg['templates'][0].format(name=names[0])!r}")
+    class_list = load_class_list(cfg["classes"]) if cfg.get("classes") else None
+    names = class_names(classes, class_list.classes if class_list else None)
+    templates = cfg.get("templates") or (class_list and class_list.zeroshot_templates) or list(DEFAULT_TEMPLATES)
+    text = text_embeddings(clip, names, templates, torch.device("cpu"))
+    ctx.log(f"zero-shot head: {len(names)} classes x {len(templates)} template(s), e.g. "
+            f"{prompt_for(templates[0], {'name': names[0]})!r}")
     return Student(ClipClassifier(clip, text)), (clip.mean, clip.std)
 
 
@@ -321,6 +330,12 @@ def run_training(ctx: RunContext, args) -> dict:
     except DataError as e:
         raise RunnerError(str(e)) from None
     classes = eval_images.classes
+    holdout_images = None
+    if cfg["holdout"] and train_sets:  # model selection on training data, never on the evaluation split
+        split = [holdout_split(il, cfg["holdout"], cfg["seed"]) for il in train_sets[-1]]
+        train_sets[-1] = [t for t, _ in split]
+        holdout_images = ImageList(eval_images.root, classes, [s for _, h in split for s in h.samples])
+        protocol.write_text_atomic(ctx.run_dir / HOLDOUT_FILE, "".join(f + "\n" for f, _ in holdout_images.samples))
     student, own_stats = build_student(cfg, classes, ctx)
     try:
         norm = {"train": own_stats if cfg["normalization"] == "model" else (IMAGENET_MEAN, IMAGENET_STD)}
@@ -342,6 +357,10 @@ def run_training(ctx: RunContext, args) -> dict:
     batch = max(1, cfg["batch_size"] // world)
     eval_loader = DataLoader(
         SeededImages(eval_images.samples[rank::world], eval_transform(*norm["eval"], cfg["image_size"]), seed=0),
+        batch_size=batch, num_workers=min(cfg["workers"], os.cpu_count() or 1), pin_memory=device.cuda)
+
+    holdout_loader = None if holdout_images is None else DataLoader(
+        SeededImages(holdout_images.samples[rank::world], eval_transform(*norm["train"], cfg["image_size"]), seed=0),
         batch_size=batch, num_workers=min(cfg["workers"], os.cpu_count() or 1), pin_memory=device.cuda)
 
     start_stage, start_epoch, start_step, global_step, history = 0, 0, 0, 0, []
@@ -372,7 +391,8 @@ def run_training(ctx: RunContext, args) -> dict:
     ctx.emit(protocol.START, config=cfg, classes=len(classes), trainable_params=trainable, world_size=world,
              device=str(device.device), resumed=resume_state is not None,
              normalization={k: {"mean": list(m), "std": list(s)} for k, (m, s) in norm.items()},
-             train_images=[len(l.dataset) for l, _ in loaders], eval_images=len(eval_images.samples))
+             train_images=[len(l.dataset) for l, _ in loaders], eval_images=len(eval_images.samples),
+             holdout_images=len(holdout_images.samples) if holdout_images else 0)
 
     epoch_offset = sum(s.epochs for s in stages[:start_stage])
     for s in range(start_stage, len(stages)):
@@ -404,6 +424,9 @@ def run_training(ctx: RunContext, args) -> dict:
                                     save_mid_epoch=save_mid_epoch)
             global_step = stats["global_step"]
             metrics = evaluate(model, eval_loader, device, cfg["bn_eval_mode"])
+            if holdout_loader is not None:
+                held = evaluate(model, holdout_loader, device, cfg["bn_eval_mode"])
+                metrics.update(holdout_top1=held["top1"], holdout_loss=held["val_loss"])
             record = {"epoch": epoch_offset + epoch, "stage": s, "train_loss": stats["train_loss"],
                       "images_per_s": round(stats["images_per_s"], 2), "skipped": stats["skipped"], **metrics}
             history.append(record)
@@ -451,7 +474,7 @@ def probe_top1(net: nn.Module, probe: ImageList, eval_images: ImageList, transfo
     training split, scored on the evaluation split."""
     from runners.clip import linear_probe
 
-    head = linear_probe(*features_of(net, probe, transform, cfg, device), len(probe.classes), l2=cfg["probe_l2"])
+    head = linear_probe(*features_of(net, probe, transform, cfg, device), len(probe.classes), cfg)
     x, y = features_of(net, eval_images, transform, cfg, device)
     with torch.no_grad():
         return 100 * float((head(x).argmax(1) == y).float().mean())
@@ -470,8 +493,12 @@ def _checkpoint(ctx, student, optimizer, scheduler, scaler, cfg, stage, epoch, s
 
 
 def summarize(history: list[dict], cfg: dict, trainable: int) -> dict:
-    """Mean and std over the last ``report_last`` epochs (the papers' reporting)."""
+    """Mean and std over the last ``report_last`` epochs (the papers' reporting), or
+    the epoch with the best holdout top-1 (``select = "holdout"``)."""
     last = history[-cfg["report_last"]:]
+    scored = [h for h in history if h.get("holdout_top1") is not None]
+    if cfg.get("select") == "holdout" and scored:
+        last = [max(scored, key=lambda h: h["holdout_top1"])]
     rates = [h["images_per_s"] for h in history if "images_per_s" in h]
     out = {"epochs": len(history), "last_n": len(last), "trainable_params": trainable,
            "skipped_images": sum(h["skipped"] for h in history),
@@ -481,6 +508,9 @@ def summarize(history: list[dict], cfg: dict, trainable: int) -> dict:
         out[f"{key}_mean"] = statistics.fmean(values) if values else None
         out[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
     out["best_top1"] = max((h["top1"] for h in history), default=None)
+    if scored:
+        out["holdout_top1"] = last[-1].get("holdout_top1")
+        out["selected_epoch"] = last[-1]["epoch"] if cfg.get("select") == "holdout" else None
     out["config"] = cfg
     return out
 

@@ -237,6 +237,8 @@ def test_zero_shot_head_classifies_a_hand_built_case():
     x = torch.tensor([[0.1, 2.0, 0.3], [5.0, 1.0, -1.0], [0.0, -1.0, 0.2]])
     assert clf(x).argmax(1).tolist() == [1, 0, 2]
     assert torch.allclose(clf.features(x).norm(dim=1), torch.ones(3))
+    # A trainable linear head with a bias, as the authors' ClassificationHead
+    assert clf.head.weight.requires_grad and torch.equal(clf.head.bias, torch.zeros(3))
 
 
 def test_text_embeddings_average_the_templates(clip_dir):
@@ -247,22 +249,91 @@ def test_text_embeddings_average_the_templates(clip_dir):
     assert torch.allclose(two, torch.nn.functional.normalize(one + other, dim=-1), atol=1e-5)
 
 
+PROBE = {"seed": 0, "probe_lr": 1e-2, "probe_epochs": 200, "probe_batch_size": 32, "probe_weight_decay": 0.1,
+         "probe_warmup_steps": 20}
+
+
 def test_linear_probe_separates_separable_features():
     g = torch.Generator().manual_seed(0)
     centers = torch.randn(4, 16, generator=g) * 3
     y = torch.arange(4).repeat_interleave(25)
-    x = centers[y] + torch.randn(100, 16, generator=g) * 0.5 + 7.0  # offset: the probe standardises
-    head = linear_probe(x, y, 4)
+    x = nn.functional.normalize(centers[y] + torch.randn(100, 16, generator=g) * 0.5, dim=-1)
+    head = linear_probe(x, y, 4, PROBE)
+    assert isinstance(head, nn.Linear) and head.bias is not None
     assert (head(x).argmax(1) == y).all()
-    x_new = centers[y] + torch.randn(100, 16, generator=g) * 0.5 + 7.0
+    x_new = nn.functional.normalize(centers[y] + torch.randn(100, 16, generator=g) * 0.5, dim=-1)
     assert (head(x_new).argmax(1) == y).float().mean() > 0.95
 
 
-def test_clip_adaptation_and_the_off_the_shelf_model(tmp_path, clip_dir):
+def test_linear_probe_steps_as_the_authors_adamw(monkeypatch):
+    """The probe's optimiser as built: AdamW, betas (0.9, 0.95), the recipe's weight decay,
+    warm-up then cosine per step, gradients clipped at 1.0."""
+    built, lrs, clips = [], [], []
+    adamw = torch.optim.AdamW
+
+    def spy(params, **kw):
+        opt = adamw(params, **kw)
+        built.append(kw)
+        step = opt.step
+
+        def record(*a, **k):
+            lrs.append(opt.param_groups[0]["lr"])
+            return step(*a, **k)
+
+        opt.step = record
+        return opt
+
+    monkeypatch.setattr(torch.optim, "AdamW", spy)
+    clip_grad = nn.utils.clip_grad_norm_
+    monkeypatch.setattr(nn.utils, "clip_grad_norm_", lambda p, m, **k: clips.append(m) or clip_grad(p, m, **k))
+    x, y = nn.functional.normalize(torch.randn(64, 8), dim=-1), torch.arange(4).repeat(16)
+    linear_probe(x, y, 4, {**PROBE, "probe_epochs": 5, "probe_warmup_steps": 4})
+    assert built == [{"lr": 1e-2, "weight_decay": 0.1, "betas": (0.9, 0.95)}]
+    assert len(lrs) == 10 and lrs[:4] == pytest.approx([2.5e-3, 5e-3, 7.5e-3, 1e-2])
+    assert lrs[4] == pytest.approx(1e-2) and lrs[-1] < lrs[5] and set(clips) == {1.0}
+
+
+def test_the_unmet_promise_recipe_builds_the_authors_optimiser(clip_dir):
+    """Read off the optimiser train.py builds, not the config: AdamW with betas (0.9, 0.95),
+    weight decay 0.1 on every parameter (head bias and norms too), lr 1e-5; ImageNet's lr 1e-6."""
+    from runners.kinds.train import KIND
+
+    clip = load_clip("tiny", str(clip_dir))
+    model = ClipClassifier(clip, torch.eye(3, clip.model.text_projection.shape[1]))
+    for classes, lr, epochs, probe_lr in ((None, 1e-5, 30, 1e-2), ("imagenet100", 1e-6, 10, 1e-3)):
+        cfg = KIND.resolve({"recipe": "unmet-promise", **({"classes": classes} if classes else {})})
+        opt = train.make_optimizer(model, cfg, cfg["lr"])
+        assert isinstance(opt, torch.optim.AdamW) and opt.defaults["betas"] == (0.9, 0.95)
+        assert [(g["lr"], g["weight_decay"]) for g in opt.param_groups] == [(lr, 0.1)]
+        assert {id(p) for p in opt.param_groups[0]["params"]} == {id(p) for p in model.parameters()}
+        assert (cfg["epochs"], cfg["probe_lr"], cfg["grad_clip"], cfg["amp"]) == (epochs, probe_lr, 1.0, False)
+
+
+def test_gradients_are_clipped_to_the_recipe_s_norm(tmp_path):
+    """One SGD step at lr 1 moves the weights by exactly the clipped gradient."""
+    from runners.runtime import Device
+
+    net = nn.Linear(4, 2, bias=False)
+    nn.init.zeros_(net.weight)  # equal logits: the gradient's norm is 0.5 * |x| * sqrt(2) = 14
+    before = net.weight.detach().clone()
+    opt = torch.optim.SGD(net.parameters(), lr=1.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    x = torch.full((1, 4), 10.0)
+    loader = [(x, torch.tensor([0]), [""])]
+    cfg = {"seed": 0, "label_smoothing": 0.0, "grad_clip": 1.0, "log_every": 1}
+    ctx = type("Ctx", (), {"emit": lambda *a, **k: None, "log": lambda *a, **k: None, "stop_requested": False})()
+    stage = type("Stage", (), {"mixup": 0.0})()
+    train.train_one_epoch(net, loader, opt, sched, Device(amp=False), ctx, epoch=0, stage=stage, cfg=cfg,
+                          start_step=0, steps=1, global_step=0, total_steps=1, save_mid_epoch=None)
+    assert float((net.weight.detach() - before).norm()) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_clip_adaptation_trains_the_head_from_the_zero_shot_weights(tmp_path, clip_dir):
     data = make_dataset(tmp_path / "data", classes=3, train_per_class=6, val_per_class=3, names=["cat", "dog", "fox"])
+    templates = ["a photo of a {name}.", "a {name}."]
     common = dict(recipe="unmet-promise", arch="clip:tiny", pretrained=str(clip_dir), image_size=32, batch_size=6,
                   workers=0, warmup_steps=1, amp=False, log_every=1, eval_dir=str(data / "val"),
-                  probe_dir=str(data / "train"), templates=["a photo of a {name}.", "a {name}."])
+                  probe_dir=str(data / "train"), templates=templates, probe_epochs=3)
     off = make_run(tmp_path, "off", **common, epochs=0)
     assert run_in_process(train, off) == 0, final(off)
     adapt = make_run(tmp_path, "adapt", **common, epochs=2, train_dir=str(data / "train"), lr=1e-3)
@@ -273,11 +344,38 @@ def test_clip_adaptation_and_the_off_the_shelf_model(tmp_path, clip_dir):
     assert s_off["epochs"] == 1 and s_adapt["config"]["optimizer"] == "adamw"
     before = torch.load(off / "checkpoints" / "model.pt", weights_only=True)
     after = torch.load(adapt / "checkpoints" / "model.pt", weights_only=True)
-    assert torch.equal(before["head"], after["head"])  # the zero-shot head stays the text head
+    clip = load_clip("tiny", str(clip_dir))
+    zero_shot = text_embeddings(clip, ["cat", "dog", "fox"], templates, torch.device("cpu")) \
+        * clip.model.logit_scale.exp()
+    assert torch.allclose(before["head.weight"], zero_shot, atol=1e-5)  # it starts as the zero-shot head
+    assert not torch.equal(before["head.weight"], after["head.weight"])  # and learns
+    assert not torch.equal(before["head.bias"], after["head.bias"])
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("visual."))
     # The off-the-shelf model's accuracy is the zero-shot head on the untouched tower.
-    clip = load_clip("tiny", str(clip_dir))
     assert all(torch.equal(v, clip.model.state_dict()[k]) for k, v in before.items() if k.startswith("visual."))
+
+
+def test_the_holdout_split_is_disjoint_from_training_and_evaluation_and_selects_the_epoch(tmp_path):
+    data = make_dataset(tmp_path / "data", classes=3, train_per_class=10, val_per_class=3)
+    d = make_run(tmp_path, "held", recipe="plain", arch="resnet18", small_input=True, width=8, image_size=32,
+                 batch_size=6, epochs=3, workers=0, amp=False, log_every=1, train_dir=str(data / "train"),
+                 eval_dir=str(data / "val"), holdout=0.2, select="holdout", fraction=0.5)
+    assert run_in_process(train, d) == 0, final(d)
+    held = set((d / "holdout.txt").read_text().split())
+    assert len(held) == 6 and all("/train/" in f for f in held)  # 2 of 10 per class, from the training data
+    evals = {str(p) for p in (data / "val").rglob("*.jpg")}
+    start = next(e for e in events(d) if e["type"] == "start")
+    assert start["holdout_images"] == 6 and start["train_images"] == [12]  # half of the 8 left per class
+    epochs = [e for e in events(d) if e["type"] == "epoch"]
+    assert all(e["holdout_top1"] is not None for e in epochs) and not held & evals
+    best = max(epochs, key=lambda e: e["holdout_top1"])
+    summary = final(d)["summary"]
+    assert summary["selected_epoch"] == best["epoch"] and summary["top1_mean"] == best["top1"]
+    # The training loader never sees a held-out image.
+    from runners.data import holdout_split, scan_folder
+
+    rest, out = holdout_split(scan_folder(data / "train"), 0.2, 0)
+    assert {f for f, _ in out.samples} == held and not held & {f for f, _ in rest.samples}
 
 
 def test_clip_image_size_mismatch_is_a_clear_error(tmp_path, clip_dir):

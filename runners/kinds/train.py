@@ -12,7 +12,8 @@ import statistics
 
 from runners import protocol
 from runners.archs import ARCHS, num_layers
-from runners.kinds.base import Chart, Field, Kind, Metric, Problem, Ref, check_templates
+from runners.kinds.base import CLASS_LISTS, Chart, Field, Kind, Metric, Problem, Ref, check_class_source, \
+    check_templates
 
 AUGMENTS = ("none", "pytorch-example", "autoaugment", "augmix", "dino", "pixmix", "clip")
 
@@ -29,12 +30,20 @@ PLAIN = {**FITYMI, "epochs": 90, "warmup_epochs": 0, "tau": 0.0, "augment": "pyt
 # Fine-tuning pretrained weights on a downstream dataset (bridged transfer): a
 # tenth of the from-scratch lr, a short warm-up, a linear head.
 FINETUNE = {**PLAIN, "epochs": 50, "lr": 0.01, "warmup_epochs": 1, "min_lr": 0.0}
-# Adapting CLIP (The Unmet Promise, after WiSE-FT): AdamW at 1e-5 (not scaled
-# with the batch), weight decay 0.1, batch 512, 30 epochs, 500 warm-up steps,
-# open_clip's light crop, the model's own input statistics; the final epoch is reported.
+# Adapting CLIP as The Unmet Promise's adapt/ code does (after WiSE-FT): the
+# image tower and a linear head started from the zero-shot weights, trained
+# whole with AdamW (betas 0.9/0.95, weight decay 0.1 on every parameter,
+# lr not scaled with the batch), gradient norm clipped at 1.0, fp32, batch
+# 512, 500 warm-up steps then cosine to 0; lr 1e-5 for 30 epochs on the
+# fine-grained datasets, 1e-6 for 10 on ImageNet (their conf/*.yaml). The
+# linear probe: AdamW lr 1e-2, wd 0.1, batch 256, 200 epochs, 200 warm-up
+# steps (ImageNet: lr 1e-3, 40 epochs, no weight decay).
 UNMET_PROMISE = {**PLAIN, "arch": "clip:ViT-B-16", "optimizer": "adamw", "lr": 1e-5, "weight_decay": 0.1,
                  "batch_size": 512, "epochs": 30, "warmup_epochs": 0, "warmup_steps": 500, "min_lr": 0.0,
-                 "augment": "clip", "normalization": "model", "report_last": 1}
+                 "augment": "clip", "normalization": "model", "report_last": 1, "betas": [0.9, 0.95],
+                 "grad_clip": 1.0, "decay_all": True, "amp": False}
+UNMET_PROMISE_IMAGENET = {"lr": 1e-6, "epochs": 10, "probe_lr": 1e-3, "probe_epochs": 40, "probe_weight_decay": 0.0}
+IMAGENET_LISTS = ("imagenet", "imagenet100")
 RECIPES = {"fitymi": FITYMI, "plain": PLAIN, "finetune": FINETUNE, "unmet-promise": UNMET_PROMISE}
 STAGE_KEYS = ("train", "epochs", "lr", "mixup", "reinit_classifier", "fraction", "augment")
 
@@ -64,6 +73,12 @@ def _mix(value: list) -> str | None:
     return None
 
 
+def _betas(value: list) -> str | None:
+    ok = len(value) == 2 and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1
+                                 for b in value)
+    return None if ok else "must be two numbers in [0, 1), such as [0.9, 0.999]"
+
+
 def _arch(value: str) -> str | None:
     source, sep, name = value.partition(":")
     if value in ARCHS or (sep and source in ("torchvision", "timm", "clip") and name):
@@ -84,13 +99,24 @@ FIELDS = {
     "pretrained": F(str, help="open_clip weights of a 'clip:' arch: a local file, a folder with "
                     "open_clip_config.json, or a tag such as 'laion2b_s34b_b88k' (downloaded: online boxes only)",
                     path="local"),
-    "classes": F(str, help="class names of the zero-shot head ('clip:' arch): 'imagenet100' or a JSON/CSV with "
-                 "id,name (ids = class folders); default: the folder names", path="file"),
-    "templates": F(list, ["a photo of a {name}."], "prompt templates of the zero-shot head, averaged per class",
-                   check=check_templates),
+    "classes": F(str, help="class names of the zero-shot head ('clip:' arch): " + ", ".join(CLASS_LISTS)
+                 + " (the authors' names and templates; imagenet* also selects the recipe's ImageNet values) or "
+                 "a JSON/CSV with id,name (ids = class folders); default: the folder names", path="file",
+                 check=check_class_source),
+    "templates": F(list, help="prompt templates of the zero-shot head, averaged per class; default: the class "
+                   "list's, else 'a photo of a {name}.'", check=check_templates),
     "probe": F(str, help="real data whose train split fits a linear probe on the final features, scored on "
                     "eval ('clip:' arch)", ref=Ref(to="probe_dir", split="train", artifact="dataset")),
-    "probe_l2": F(float, 1e-4, "L2 penalty of the linear probe (on standardised features)", min=0),
+    "probe_lr": F(float, 1e-2, "linear probe: AdamW learning rate (cosine after probe_warmup_steps)", min=0,
+                  min_open=True),
+    "probe_epochs": F(int, 200, "linear probe: epochs over the probe's features", min=1),
+    "probe_batch_size": F(int, 256, "linear probe: batch size", min=1),
+    "probe_weight_decay": F(float, 0.1, "linear probe: AdamW weight decay (weights and bias)", min=0),
+    "probe_warmup_steps": F(int, 200, "linear probe: linear warm-up steps", min=0),
+    "holdout": F(float, 0.0, "hold out this class-balanced share of the training data (seeded) as a validation "
+                 "split, scored every epoch (holdout_top1); 0 = none", min=0, max=0.9),
+    "select": F(str, "last", "which epochs the reported top-1 comes from: the last report_last, or the one with "
+                "the best holdout top-1 (never the evaluation split)", choices=("last", "holdout")),
     "small_input": F(bool, False, "3x3 stem without max-pool, for 32x32 images"),
     "width": F(int, 64, "base channels (64 = torchvision's ResNets)", min=4, max=256),
     "weights": F(str, help="weights to start from: a local file, or a torchvision weights enum such as "
@@ -119,6 +145,9 @@ FIELDS = {
     "min_lr": F(float, 1e-6, "learning rate at the end of the cosine", min=0),
     "weight_decay": F(float, 1e-4, "on weights only, not biases or norm parameters", min=0),
     "momentum": F(float, 0.9, "SGD momentum", min=0, max=1),
+    "betas": F(list, [0.9, 0.999], "AdamW's betas", check=_betas),
+    "grad_clip": F(float, 0.0, "clip the gradient's global norm at this (0 = off)", min=0),
+    "decay_all": F(bool, False, "weight decay on every parameter (the Unmet Promise's AdamW), not weights only"),
     "label_smoothing": F(float, 0.0, "cross-entropy label smoothing", min=0, max=1),
     "tau": F(float, 0.1, "cosine classifier temperature; 0 = plain linear layer", min=0),
     "augment": F(str, "dino", "training augmentation", choices=AUGMENTS),
@@ -177,6 +206,8 @@ def check(p: dict) -> list[Problem]:
 
 def _sources(p: dict) -> list[Problem]:
     out: list[Problem] = []
+    if p.get("select") == "holdout" and not p.get("holdout"):
+        out.append(("select", "'holdout' picks by the held-out split: set holdout (e.g. 0.1)"))
     sources = [k for k in ("train", "mix", "stages") if k in p]
     if len(sources) > 1:
         out.append((None, f"needs exactly one of train, mix or stages (has {', '.join(sources)})"))
@@ -205,7 +236,10 @@ def estimate(params: dict, finished: list[dict]) -> float | None:
 
 def _recipe(params: dict) -> dict:
     recipe = params.get("recipe", "fitymi")
-    return RECIPES.get(recipe, FITYMI) if isinstance(recipe, str) else FITYMI
+    values = RECIPES.get(recipe, FITYMI) if isinstance(recipe, str) else FITYMI
+    if values is UNMET_PROMISE and params.get("classes") in IMAGENET_LISTS:
+        values = {**values, **UNMET_PROMISE_IMAGENET}
+    return values
 
 
 KIND = Kind(
