@@ -14,7 +14,9 @@ whole (temp file, then rename).
 
 from __future__ import annotations
 
+import csv
 import errno
+import io
 import json
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -46,9 +48,62 @@ class Item:
         return f"{self.class_id}/{self.class_id}_{self.index:05d}.{fmt}"
 
 
+def load_prompts(path: str, classes: list[dict]) -> list[tuple[str, str]]:
+    """(class id, prompt) per line of a prompts file: JSONL ({"class", "prompt"}), CSV
+    (class,prompt) or the Unmet Promise's raw captions ("caption => class name", the
+    class by its name). Every problem is reported at once, with its line."""
+    by_id = {c["id"]: c["id"] for c in classes}
+    by_name = {c["name"]: c["id"] for c in classes}
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise RunnerError(f"prompts: cannot read {path}: {e}") from None
+    rows, problems = [], []
+    if path.lower().endswith(".csv"):
+        reader = csv.DictReader(io.StringIO(text))
+        if not reader.fieldnames or not {"class", "prompt"} <= set(reader.fieldnames):
+            raise RunnerError(f"prompts: {path} needs a header with class,prompt columns")
+        lines = [(n + 2, r["class"], r["prompt"]) for n, r in enumerate(reader)]
+    elif path.lower().endswith(".txt"):
+        lines = [(n + 1, *reversed([x.strip() for x in line.rsplit("=>", 1)])) for n, line in
+                 enumerate(text.splitlines()) if line.strip()]
+    else:
+        lines = []
+        for n, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                lines.append((n, str(row["class"]), row["prompt"]))
+            except (ValueError, KeyError, TypeError):
+                problems.append(f"line {n}: not a JSON object with class and prompt")
+    for n, cls, *prompt in lines:
+        cid = by_id.get(cls) or by_name.get(cls)
+        if not prompt or not isinstance(prompt[0], str) or not prompt[0].strip():
+            problems.append(f"line {n}: no prompt")
+        elif cid is None:
+            problems.append(f"line {n}: class {cls!r} is not in the class list")
+        else:
+            rows.append((cid, prompt[0].strip()))
+    if problems:
+        more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
+        raise RunnerError(f"prompts: {path}: " + "; ".join(problems[:10]) + more)
+    if not rows:
+        raise RunnerError(f"prompts: {path} holds no prompt")
+    return rows
+
+
 def plan_items(cfg: dict, classes: list[dict]) -> list[Item]:
     """Every image of the unsharded run, in a fixed order."""
     items = []
+    if cfg["mode"] == "txt2img" and cfg.get("prompts"):
+        labels = {c["id"]: i for i, c in enumerate(classes)}
+        counters: dict[str, int] = {}
+        for cid, prompt in load_prompts(cfg["prompts"], classes):
+            for _ in range(cfg["images_per_prompt"]):
+                i = counters[cid] = counters.get(cid, -1) + 1
+                items.append(Item(cid, i, mix_seed("gen", cfg["seed"], cid, i), prompt, labels[cid]))
+        return items
     if cfg["mode"] == "txt2img":
         for label, cls in enumerate(classes):
             prompt = prompt_for(cfg["prompt"], cls, cfg.get("style_token", ""))

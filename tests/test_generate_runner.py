@@ -140,6 +140,34 @@ def test_unreadable_class_file_and_unsafe_class_ids(tmp_path, model):
         assert not (r / "data").exists() or not list((r / "data").rglob("*.jpg"))
 
 
+def test_a_prompts_file_gives_each_line_its_images(tmp_path, model, classes):
+    """The Unmet Promise's synthetic arm: captions per class written elsewhere (an LLM),
+    one image per line times images_per_prompt, in JSONL, CSV or their raw format."""
+    prompts = ["a tench in a green pond", "a tench held by an angler", "a red bonnet on a shelf"]
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps({"class": c, "prompt": p}) + "\n" for c, p in
+                                              zip(["n01440764", "n01440764", "n02869837"], prompts)))
+    (tmp_path / "p.txt").write_text("a tench in a green pond => tench\na tench held by an angler => tench\n"
+                                    "a red bonnet on a shelf => bonnet\n")
+    runs = [make_gen_run(tmp_path, "jsonl", model, classes, prompts=str(tmp_path / "p.jsonl"), images_per_prompt=2),
+            make_gen_run(tmp_path, "txt", model, classes, prompts=str(tmp_path / "p.txt"), images_per_prompt=2)]
+    for r in runs:
+        assert run(r) == 0, final(r)
+    manifest = [json.loads(line) for line in (runs[0] / "data" / "manifest.jsonl").read_text().splitlines()]
+    assert [(m["class"], m["prompt"]) for m in manifest] == [(c, p) for c, p in
+                                                             zip(["n01440764"] * 4 + ["n02869837"] * 2,
+                                                                 [q for q in prompts for _ in range(2)])]
+    assert sorted(files(runs[0])) == [f"n01440764/n01440764_{i:05d}.jpg" for i in range(4)] + \
+        [f"n02869837/n02869837_{i:05d}.jpg" for i in range(2)]
+    assert files(runs[0]) == files(runs[1])  # the same prompts and seeds, whatever the file's format
+
+
+def test_a_prompts_file_s_problems_are_named_by_line(tmp_path, model, classes):
+    (tmp_path / "bad.csv").write_text("class,prompt\nn01440764,a tench\nzebra,a zebra\nn02869837,\n")
+    r = make_gen_run(tmp_path, "bad", model, classes, prompts=str(tmp_path / "bad.csv"))
+    error = _error(r)
+    assert "line 3: class 'zebra' is not in the class list" in error and "line 4: no prompt" in error
+
+
 def test_unknown_placeholder_fails_before_generating(tmp_path, model, classes):
     r = make_gen_run(tmp_path, "tpl", model, classes, prompt="{name}, {colour}")
     assert "unknown placeholder" in _error(r) and "{colour}" in final(r)["error"]

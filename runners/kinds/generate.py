@@ -43,7 +43,11 @@ FIELDS = {
     "steps": F(int, 50, "denoising steps", min=1, max=1000),
     "width": F(int, 512, "image width in pixels", min=8),
     "height": F(int, 384, "image height in pixels", min=8),
-    "images_per_class": F(int, 1300, "images per class (txt2img)", min=1),
+    "images_per_class": F(int, 1300, "images per class (txt2img from the prompt template)", min=1),
+    "prompts": F(str, help="a prompts file instead of the template (txt2img): JSONL of {\"class\": id, "
+                 "\"prompt\": text}, CSV with class,prompt columns, or the Unmet Promise's raw caption file "
+                 "(\"caption => class name\" lines); one image per line times images_per_prompt", path="file"),
+    "images_per_prompt": F(int, 1, "images per line of the prompts file", min=1),
     "scheduler": F(str, "default", "the sampler: default keeps the model's own; a short name or any "
                    "diffusers scheduler class", check=_scheduler),
     "variant": F(str, help="weights variant to load, e.g. 'fp16' (half-precision files, half the download)"),
@@ -64,6 +68,8 @@ FIELDS = {
 
 def check(p: dict) -> list[Problem]:
     out: list[Problem] = []
+    if "prompts" in p and p.get("mode", "txt2img") != "txt2img":
+        out.append(("prompts", "applies to mode = \"txt2img\" (img2img and variation start from source images)"))
     if p.get("mode", "txt2img") != "txt2img" and "source" not in p:
         out.append(("mode", f"{p['mode']!r} needs source (the real dataset to start from)"))
     if "{style}" in p.get("prompt", "") and "style_from" not in p:
