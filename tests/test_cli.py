@@ -176,3 +176,22 @@ def test_tags_and_notes_survive_a_rebuild_and_reach_ls_and_exports(tmp_path):
     rows = {r["run"]: r for r in csv.DictReader((tmp_path / "out" / "results.csv").open())}
     assert rows["real-only"]["tags"] == "baseline sd14" and rows["real-only"]["note"].startswith("the reference")
     assert run_cli("tag", "real-only", ws=ws.root).returncode == 1  # no +tag or -tag
+
+
+def test_the_unmet_promise_presets_curate_both_arms_in_the_dry_run(tmp_path):
+    """Every adaptation run trains on a curate run's output, retrieved and synthetic alike."""
+    from synthgap_tui.presets import list_presets
+
+    presets = {p.name: p for p in list_presets()}
+    for name in ("unmet-promise-scaling", "unmet-promise-perturb"):
+        out = run_cli("submit", "--dry-run", "--json", str(presets[name].path), ws=tmp_path / "ws")
+        assert out.returncode == 0, out.stderr
+        runs = {r["name"]: r for r in json.loads(out.stdout)["runs"]}
+        adapt = [r for r in runs.values() if r["name"].startswith("adapt-")]
+        assert adapt and all(runs[d]["kind"] in ("curate", "generate") for r in adapt for d in r["depends_on"])
+        sources = {d for r in adapt for d in r["depends_on"]}
+        upstream = {d for s in sources for d in [s, *runs[s]["depends_on"]]}
+        assert any(runs[s]["kind"] == "curate" and "retrieved" in s for s in upstream)
+        if name == "unmet-promise-scaling":
+            assert {runs[s]["kind"] for s in sources} == {"curate"}
+            assert {runs[s]["depends_on"][0].split("-raw-")[0] for s in sources} == {"retrieved", "synthetic"}

@@ -29,7 +29,7 @@ MALFORMED = [
      "spec.toml: [runs.a] field 'epochs': must be an integer, not str 'ten'"),
     ("[runs.a]\nkind = 'train'\ntrain = 'real'\neval = 'real'\nepoch = 10",
      "[runs.a] field 'epoch': is not a field of a train run (did you mean 'epochs'?)"),
-    ("[runs.a]\nkind = 'trian'", "[runs.a] field 'kind': is 'trian' (did you mean 'train'?); allowed: 'generate', 'retrieve', 'style-inversion', 'stylize', 'train'"),
+    ("[runs.a]\nkind = 'trian'", "[runs.a] field 'kind': is 'trian' (did you mean 'train'?); allowed: 'curate', 'generate', 'retrieve', 'style-inversion', 'stylize', 'train'"),
     ("[runs.a]\ntrain = 'real'", "[runs.a] field 'kind': is missing"),
     (OK_TRAIN + "[runs.f]\nkind = 'train'\ninit_from = 'base'\ntrain = 'real'\neval = 'real'\nfreeze_layers = 18",
      "[runs.f] field 'freeze_layers': is 18; a resnet50 has 18 layers, so 0..17"),
@@ -210,21 +210,28 @@ def test_every_preset_expands_and_dry_run_warns_about_placeholder_folders(tmp_pa
     assert dsi["gen-dsi"].deps == ["style"] and dsi["gen-dsi"].refs["style_from"] == ("run", "style")
     assert "style_from" not in dsi["gen-template"].params
     assert len([r for r in dsi.values() if r.base == "bridged-dsi-volume"]) == 4
-    # The Unmet Promise, Fig. 2: retrieved vs synthetic at 4 sizes x 3 seeds, one off-the-shelf evaluation.
-    scaling = load_spec(presets["unmet-promise-scaling"].path).runs
-    for arm, data in (("adapt-retrieved", "retrieved"), ("adapt-synthetic", "synthetic")):
-        arm_runs = [r for r in scaling if r.base == arm]
-        assert sorted((r.params["fraction"], r.params["seed"]) for r in arm_runs) == \
-            [(f, s) for f in (0.1, 0.25, 0.5, 1.0) for s in (0, 1, 2)]
-        assert {tuple(r.deps) for r in arm_runs} == {(data,)}
-    by_name = {r.name: r for r in scaling}
-    assert by_name["off-the-shelf"].params["epochs"] == 0 and by_name["off-the-shelf"].deps == []
-    assert by_name["retrieved"].refs["dedup_against"] == ("dataset", "target")
-    assert by_name["retrieved"].kind == "curate" and by_name["retrieved"].deps == ["retrieved-raw"]
-    assert {r.params["recipe"] for r in scaling if r.kind == "train"} == {"unmet-promise"}
-    perturb = load_spec(presets["unmet-promise-perturb"].path).runs
-    assert sorted(r.deps[0] for r in perturb if r.base == "adapt-perturbed") == \
-        [f"perturbed[strength={g}]" for g in (0.2, 0.4, 0.6, 0.8)]
+    # The Unmet Promise, Fig. 2: five targets; retrieved vs synthetic, both curated alike, at several sizes
+    # (the synthetic arm past the largest retrieved one) x 3 seeds; one off-the-shelf evaluation per target.
+    scaling = {r.name: r for r in load_spec(presets["unmet-promise-scaling"].path).runs}
+    targets = ("aircraft", "cars", "dtd", "flowers102", "imagenet")
+    for d in targets:
+        for arm, fractions in (("retrieved", (0.1, 0.25, 0.5, 1.0)), ("synthetic", (0.05, 0.125, 0.25, 0.5, 1.0))):
+            arm_runs = [r for r in scaling.values() if r.base == f"adapt-{arm}-{d}"]
+            assert sorted((r.params["fraction"], r.params["seed"]) for r in arm_runs) == \
+                [(f, s) for f in fractions for s in (0, 1, 2)]
+            assert {tuple(r.deps) for r in arm_runs} == {(f"{arm}-{d}",)}
+            curate = scaling[f"{arm}-{d}"]
+            assert curate.kind == "curate" and curate.deps == [f"{arm}-raw-{d}"]
+            assert curate.refs["dedup_against"] == ("dataset", d) and curate.params["keep_fraction"] == 0.3
+        assert scaling[f"synthetic-raw-{d}"].params["prompts"].endswith(f"{d}.txt")
+        assert scaling[f"retrieved-raw-{d}"].params["classes"] == d
+        assert scaling[f"off-the-shelf-{d}"].params["epochs"] == 0 and scaling[f"off-the-shelf-{d}"].deps == []
+    assert {r.params["recipe"] for r in scaling.values() if r.kind == "train"} == {"unmet-promise"}
+    perturb = {r.name: r for r in load_spec(presets["unmet-promise-perturb"].path).runs}
+    assert sorted((r.deps[0], r.params["seed"]) for r in perturb.values() if r.base == "adapt-perturbed") == \
+        [(f"perturbed[strength={g}]", s) for g in (0.2, 0.4, 0.6, 0.8) for s in (0, 1, 2)]
+    assert perturb["retrieved"].kind == "curate" and perturb["retrieved"].refs["dedup_against"] == ("dataset", "target")
+    assert all(perturb[f"perturbed[strength={g}]"].params["width"] == 512 for g in (0.2, 0.8))
     table4 = load_spec(presets["mtg-unclip"].path)
     assert {r.deps[0] for r in table4.runs if r.kind == "train"} == \
         {"gen-unclip", "gen-sd21", "gen-sd14"}
