@@ -13,11 +13,17 @@ structure, the hardest case for inverted lists: there the index is fast and
 its recall low. The same is then measured on clustered embeddings, the shape
 of real CLIP embeddings (images of one concept near each other). Then the
 tiny open_clip model of the tests embeds a pool of JPEGs through the runner's
-loader on one thread: images/s per core. Last line: ``retrieval speedup: X.XXx``.
+loader on one thread: images/s per core. Then substring retrieval: 1,000,000
+generated captions, 100 class names of one to three words; the runner's SQLite
+FTS5 index (built once, timed apart: a pool's index is cached) answers each
+class's query, against a compiled-regex scan of every caption per class (each
+of the name's words as a whole word, case-insensitive: the same sets, checked).
+Lines: ``retrieval speedup: X.XXx``, then last ``substring speedup: X.XXx``.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 import tempfile
 import time
@@ -30,7 +36,7 @@ import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from runners import retrieve  # noqa: E402
+from runners import caption_index, retrieve  # noqa: E402
 from runners.clip import load_clip  # noqa: E402
 from runners.pool import open_pool  # noqa: E402
 from runners.runtime import Device  # noqa: E402
@@ -96,6 +102,48 @@ def measure(emb: np.ndarray, queries: np.ndarray, tmp: Path) -> dict:
     return {"index": index, "build": build_s, "load": load_s, "faiss": t_index, "numpy": t_numpy, "recall": recall}
 
 
+CAPTIONS, VOCAB = 1_000_000, 20_000
+
+
+def captions_and_classes(rng) -> tuple[list[str], list[dict]]:
+    """Captions of 6-15 words drawn Zipf-like from a vocabulary, a class name planted
+    in one caption in twenty; class names of one to three rarer words."""
+    words = np.array([f"w{i}" for i in range(VOCAB)])
+    probs = 1 / np.arange(1, VOCAB + 1)
+    probs /= probs.sum()
+    classes = [{"id": f"c{c}", "name": " ".join(words[rng.integers(2000, VOCAB, rng.integers(1, 4))])}
+               for c in range(CLASSES)]
+    lengths = rng.integers(6, 16, CAPTIONS)
+    drawn = iter(words[rng.choice(VOCAB, size=int(lengths.sum()), p=probs)])
+    captions = []
+    for i, n in enumerate(lengths):
+        caption = [next(drawn) for _ in range(n)]
+        if i % 20 == 0:
+            caption.insert(int(rng.integers(0, n)), classes[int(rng.integers(0, CLASSES))]["name"])
+        captions.append(" ".join(caption))
+    return captions, classes
+
+
+def substring(tmp: Path) -> dict:
+    captions, classes = captions_and_classes(np.random.default_rng(1))
+    path = tmp / "captions.sqlite"
+    start = time.perf_counter()
+    caption_index.build(path, captions)
+    build_s = time.perf_counter() - start
+    index = caption_index.CaptionIndex(path)
+    start = time.perf_counter()
+    fts = {c["id"]: index.match(caption_index.fts_query(c)) for c in classes}
+    fts_s = time.perf_counter() - start
+    start = time.perf_counter()
+    scanned = {}
+    for c in classes:
+        tokens = [re.compile(rf"\b{re.escape(w)}\b", re.IGNORECASE) for w in c["name"].split()]
+        scanned[c["id"]] = [i for i, cap in enumerate(captions) if all(t.search(cap) for t in tokens)]
+    regex_s = time.perf_counter() - start
+    return {"build": build_s, "fts": fts_s, "regex": regex_s, "same": fts == scanned,
+            "matches": sum(map(len, fts.values()))}
+
+
 def main() -> int:
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -105,6 +153,7 @@ def main() -> int:
         del emb
         clus = measure(*clustered(rng), tmp)
         rate = embedding_rate(tmp)
+        sub = substring(tmp)
     index = rand["index"]
     print(f"index: {type(index).__name__} with {index.nlist} lists, nprobe {NPROBE}; built once in "
           f"{rand['build']:.1f} s, read from the cache in {rand['load']:.2f} s")
@@ -114,6 +163,10 @@ def main() -> int:
               f"answer {m['recall']:.3f}")
     print(f"pool embedding, tiny open_clip model, 64 px JPEGs, 1 thread: {rate:.0f} images/s per core")
     print(f"retrieval speedup: {rand['numpy'] / rand['faiss']:.2f}x")
+    print(f"substring: {CLASSES} classes over {CAPTIONS:,} captions ({sub['matches']:,} matches, the same sets: "
+          f"{sub['same']}): FTS5 index built once in {sub['build']:.1f} s; queries {sub['fts'] * 1000:.0f} ms, "
+          f"regex scan {sub['regex']:.1f} s")
+    print(f"substring speedup: {sub['regex'] / sub['fts']:.2f}x")
     return 0
 
 
