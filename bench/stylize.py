@@ -5,8 +5,9 @@ content image, load it and its (randomly drawn) style image, encode both,
 AdaIN, decode, save. The runner does the same work with the same AdaIN
 weights (random, in the published format), images and style draw, in
 batches, computing each style's statistics once, running the decoder's
-upsampling convolutions at low resolution and the wide convolutions by
-Winograd, keeping freed memory for the next batch and saving in a thread.
+upsampling convolutions at low resolution and saving in a thread. The
+figure is what this CPU gives; the workload belongs on a GPU, where batching
+is what pays, and no target is set for it here.
 Both run here, one after the other; the runner's time is its own clock (from
 its first batch), as the reference's excludes loading. Decoding stays in the
 main process (``workers = 0``): on a 2-core box a loader process costs more

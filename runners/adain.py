@@ -107,69 +107,9 @@ class UpsampleConv(nn.Module):
         return out
 
 
-# Winograd's minimal filtering F(4x4, 3x3) (Lavin & Gray, 2016): an output tile Y = A^T [(G g G^T)
-# * (B^T d B)] A from a 6x6 input tile d and a 3x3 kernel g, 36 multiplies where direct takes 144.
-_BT = torch.tensor([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
-                    [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], dtype=torch.float64)
-_G = torch.tensor([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
-                   [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], dtype=torch.float64)
-_AT = torch.tensor([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]],
-                   dtype=torch.float64)
-
-
-class WinogradConv(nn.Module):
-    """A 3x3 convolution of an already padded input by F(4x4, 3x3), for the CPU, where oneDNN
-    only convolves directly (cuDNN picks Winograd itself). The tile transforms and the 36
-    products per tile are matrix products, taken a band at a time so that the transformed band
-    stays in cache. Other dtypes and sizes that are not whole tiles go to ``conv2d``."""
-
-    BAND = 1 << 21  # floats in one band's transformed input: 8 MiB, within this box's L3
-
-    def __init__(self, conv: nn.Conv2d):
-        super().__init__()
-        self.weight = nn.Parameter(conv.weight.detach().clone(), requires_grad=False)
-        self.bias = nn.Parameter(conv.bias.detach().clone(), requires_grad=False)
-        k, c = self.weight.shape[:2]
-        u = torch.einsum("xi,kcij,yj->xykc", _G, self.weight.double(), _G)
-        self.register_buffer("u", u.reshape(36, k, c).transpose(1, 2).float().contiguous())  # 36, C, K
-        self.register_buffer("tin", torch.kron(_BT, _BT).float())  # 36 x 36: B^T d B of a flat tile
-        self.register_buffer("tout", torch.kron(_AT, _AT).float())  # 16 x 36: A^T m A
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype != torch.float32 or (x.shape[2] - 2) % 4 or (x.shape[3] - 2) % 4:
-            return F.conv2d(x, self.weight, self.bias)
-        with torch.autocast(x.device.type, enabled=False):  # the transforms' products need float32
-            return self._by_tiles(x)
-
-    def _by_tiles(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, hp, wp = x.shape
-        h, w = hp - 2, wp - 2
-        th, tw, k = h // 4, w // 4, self.u.shape[2]
-        fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-        out = torch.empty((n, k, h, w), dtype=x.dtype, device=x.device, memory_format=fmt)
-        s = x.stride()
-        # A band is some tile rows of one image, or as many whole images as fit.
-        tiles = max(1, self.BAND // (36 * max(c, k)))
-        rows = th if th * tw <= tiles else max(1, tiles // tw)
-        per_band = max(1, tiles // (th * tw)) if rows == th else 1
-        for i in range(0, n, per_band):
-            images = min(per_band, n - i)
-            for r in range(0, th, rows):
-                band = min(rows, th - r)
-                # The band's 6x6 input tiles, overlapping by 2: a strided view, copied once.
-                d = x.as_strided((6, 6, images, band, tw, c), (s[2], s[3], s[0], 4 * s[2], 4 * s[3], s[1]),
-                                 x.storage_offset() + i * s[0] + 4 * r * s[2]).reshape(36, -1)
-                prod = torch.bmm((self.tin @ d).view(36, -1, c), self.u)
-                y = (self.tout @ prod.view(36, -1)).view(4, 4, images, band, tw, k)
-                dest = out[i:i + images].permute(0, 2, 3, 1)[:, 4 * r:4 * (r + band)]
-                torch.add(y.permute(2, 3, 0, 4, 1, 5), self.bias, out=dest.view(images, band, 4, tw, 4, k))
-        return out
-
-
-def for_inference(seq: nn.Sequential, winograd: bool = True) -> nn.Sequential:
-    """``seq`` computing the same, faster: upsampling convolutions at the input's resolution,
-    ReLUs in place and, with ``winograd`` (for the CPU), the wide convolutions by Winograd.
-    The published layout stays what weight files load into."""
+def for_inference(seq: nn.Sequential) -> nn.Sequential:
+    """``seq`` computing the same, faster: upsampling convolutions at the input's resolution
+    and ReLUs in place. The published layout stays what weight files load into."""
     mods, layers, i = list(seq), [], 0
     while i < len(mods):
         m = mods[i]
@@ -177,9 +117,6 @@ def for_inference(seq: nn.Sequential, winograd: bool = True) -> nn.Sequential:
             layers.append(UpsampleConv(mods[i + 2]))
             i += 3
             continue
-        if winograd and isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3) \
-                and min(m.in_channels, m.out_channels) >= 128:
-            m = WinogradConv(m)  # measured: with 64 channels direct convolution is as fast
         layers.append(nn.ReLU(inplace=True) if isinstance(m, nn.ReLU) else m)
         i += 1
     return nn.Sequential(*layers).eval()
@@ -207,8 +144,8 @@ class Stylizer(nn.Module):
             raise ValueError(f"{decoder_path} is not an AdaIN decoder: {str(e).splitlines()[0]}") from None
         return cls(enc, dec)
 
-    def for_inference(self, winograd: bool = True) -> "Stylizer":
-        return Stylizer(for_inference(self.encoder, winograd), for_inference(self.decoder, winograd))
+    def for_inference(self) -> "Stylizer":
+        return Stylizer(for_inference(self.encoder), for_inference(self.decoder))
 
     @torch.no_grad()
     def style_stats(self, styles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -127,20 +126,6 @@ def run_main(args, body: Callable[[RunContext, argparse.Namespace], dict]) -> in
     finally:
         if distributed and dist.is_initialized():
             dist.destroy_process_group()
-
-
-def reuse_freed_memory() -> bool:
-    """Have glibc keep freed memory for the next allocation instead of returning it to the OS.
-    Otherwise it unmaps blocks over its mmap ceiling (32 MiB) and trims the top of its heap, and a
-    batch of large CPU tensors page-faults them in again layer by layer (measured: reflection
-    padding of 8x64x128x128 floats took 22 ms, 3.6 ms with this). PyTorch's tuning guide
-    suggests jemalloc or tcmalloc for the same reason. False where the C library is not glibc."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
-    return bool(libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, 1 << 30))
 
 
 class Device:

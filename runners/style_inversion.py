@@ -69,12 +69,21 @@ def freeze_all_but_embeddings(text_encoder, vae, unet) -> None:
     text_encoder.get_input_embeddings().requires_grad_(True)
 
 
-def image_batch(paths: list[str], indices: list[int], size: int) -> torch.Tensor:
+def image_batch(paths: list[str], indices: list[int], size: int, flips: list[bool]) -> torch.Tensor:
+    """As the example prepares an image: resized to size x size (bicubic, the aspect not
+    kept), flipped where drawn, scaled to [-1, 1]."""
     out = []
-    for i in indices:
-        img = TF.center_crop(TF.resize(load_rgb(paths[i]), size, antialias=True), size)
+    for i, flip in zip(indices, flips):
+        img = load_rgb(paths[i]).resize((size, size), resample=Image.Resampling.BICUBIC)
+        if flip:
+            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         out.append(TF.to_tensor(img) * 2 - 1)
     return torch.stack(out)
+
+
+def effective_lr(cfg: dict, world: int = 1) -> float:
+    """diffusers' --scale_lr: lr x gradient accumulation x batch size x processes."""
+    return cfg["lr"] * (cfg["gradient_accumulation"] * cfg["batch_size"] * world if cfg["scale_lr"] else 1)
 
 
 def save_embedding(path: Path, token: str, vector: torch.Tensor) -> None:
@@ -100,7 +109,9 @@ class Inversion:
         self.original = self.table.detach().clone()
         self.keep = torch.ones(len(self.tokenizer), dtype=torch.bool, device=self.table.device)
         self.keep[self.token_id] = False
-        self.optimizer = torch.optim.AdamW(self.text_encoder.get_input_embeddings().parameters(), lr=cfg["lr"])
+        # The example's AdamW: betas (0.9, 0.999), weight decay 1e-2, eps 1e-8; a constant lr.
+        self.optimizer = torch.optim.AdamW(self.text_encoder.get_input_embeddings().parameters(), lr=effective_lr(cfg),
+                                           betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
 
     @property
     def embedding(self) -> torch.Tensor:
@@ -116,12 +127,23 @@ class Inversion:
         return state["step"]
 
     def step(self, step: int) -> float:
+        """One optimisation step over gradient_accumulation micro-batches; their mean loss."""
+        accumulate = self.cfg["gradient_accumulation"]
+        loss = sum(self._micro_batch(step, m, accumulate) for m in range(accumulate)) / accumulate
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():  # only the new token learns (AdamW's decay would move every row)
+            self.table[self.keep] = self.original[self.keep]
+        return loss
+
+    def _micro_batch(self, step: int, micro: int, accumulate: int) -> float:
         cfg, dev = self.cfg, self.device.device
-        g = torch.Generator().manual_seed(mix_seed("style-step", cfg["seed"], step))
+        g = torch.Generator().manual_seed(mix_seed("style-step", cfg["seed"], step, micro))
         picks = torch.randint(len(self.paths), (cfg["batch_size"],), generator=g).tolist()
         prompts = [cfg["templates"][i].format(style=cfg["token"])
                    for i in torch.randint(len(cfg["templates"]), (cfg["batch_size"],), generator=g).tolist()]
-        pixels = image_batch(self.paths, picks, cfg["resolution"]).to(dev, dtype=self.dtype)
+        flips = (torch.rand(cfg["batch_size"], generator=g) < cfg["flip"]).tolist()
+        pixels = image_batch(self.paths, picks, cfg["resolution"], flips).to(dev, dtype=self.dtype)
         with torch.no_grad():
             latents = self.vae.encode(pixels).latent_dist.sample(g) * self.vae.config.scaling_factor
         noise = torch.randn(latents.shape, generator=g).to(latents)
@@ -135,11 +157,7 @@ class Inversion:
         target = noise if self.noise.config.prediction_type == "epsilon" else \
             self.noise.get_velocity(latents, noise, timesteps)
         loss = F.mse_loss(pred.float(), target.float())
-        loss.backward()
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        with torch.no_grad():  # only the new token learns (AdamW's decay would move every row)
-            self.table[self.keep] = self.original[self.keep]
+        (loss / accumulate).backward()
         return loss.item()
 
 
@@ -170,8 +188,8 @@ def train(ctx: RunContext, args) -> dict:
     for step in range(start, cfg["steps"]):
         loss_sum, n, done = loss_sum + inv.step(step), n + 1, step + 1
         if done % cfg["log_every"] == 0 or done == cfg["steps"]:
-            rate = n * cfg["batch_size"] / max(1e-9, time.time() - t0)
-            ctx.emit(protocol.TRAIN_STEP, step=done, loss=round(loss_sum / n, 6), lr=cfg["lr"],
+            rate = n * cfg["batch_size"] * cfg["gradient_accumulation"] / max(1e-9, time.time() - t0)
+            ctx.emit(protocol.TRAIN_STEP, step=done, loss=round(loss_sum / n, 6), lr=effective_lr(cfg),
                      images_per_s=round(rate, 2))
             ctx.emit(protocol.PROGRESS, done=done, total=cfg["steps"], unit="step", rate=round(rate, 2),
                      eta=round((cfg["steps"] - done) * cfg["batch_size"] / rate, 1) if rate else None)

@@ -10,9 +10,9 @@ network whose weights come from local files in the published format. Writes
 Unlike the one-image-at-a-time original, content images go through in
 batches, each style's feature statistics are computed once and reused, the
 decoder's upsampling convolutions run at the lower resolution (the same
-function for 4/9 of their work: ``adain.UpsampleConv``), on the CPU the wide
-convolutions run by Winograd (``adain.WinogradConv``), and images are
+function for 4/9 of their work: ``adain.UpsampleConv``), and images are
 decoded in loader workers and saved in a thread while the next batch runs.
+Images are saved rounded to 8 bits, as Stylized-ImageNet's save_image does.
 A resumed run skips the images its manifest lists.
 """
 
@@ -34,8 +34,7 @@ from runners.adain import Stylizer
 from runners.augment import center_resize
 from runners.data import IMAGE_EXTENSIONS, DataError, load_rgb, mix_seed, scan_folder
 from runners.kinds.stylize import KIND
-from runners.runtime import (Cancelled, Device, RunContext, RunnerError, reuse_freed_memory, run_main,
-                             runner_args_parser)
+from runners.runtime import Cancelled, Device, RunContext, RunnerError, run_main, runner_args_parser
 
 
 def draw_styles(n_images: int, n_styles: int, seed: int) -> list[int]:
@@ -99,7 +98,8 @@ def style_images(folder: str) -> list[str]:
 
 def _save(img: torch.Tensor, path: Path, fmt: str, quality: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    pil = TF.to_pil_image(img.clamp(0, 1))
+    # Rounded, as torchvision's save_image (Stylized-ImageNet's writer); to_pil_image truncates.
+    pil = TF.to_pil_image(img.float().mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8))
     protocol.write_atomic(path, lambda f: pil.save(f, format="JPEG" if fmt == "jpg" else "PNG", quality=quality))
 
 
@@ -111,10 +111,8 @@ def stylize(ctx: RunContext, args) -> dict:
         raise RunnerError(str(e)) from None
     styles = style_images(cfg["styles"])
     device = Device(amp=cfg["amp"])
-    if not device.cuda:
-        reuse_freed_memory()  # a batch's largest activations (8 at 128 px) are over glibc's mmap ceiling
     try:
-        stylizer = Stylizer.from_files(cfg["vgg"], cfg["decoder"]).for_inference(winograd=not device.cuda)
+        stylizer = Stylizer.from_files(cfg["vgg"], cfg["decoder"]).for_inference()
     except (FileNotFoundError, ValueError) as e:
         raise RunnerError(str(e)) from None
     # channels-last convolutions: faster on CUDA, and 1.2x on this CPU too (measured, batch 8 at 128 px).

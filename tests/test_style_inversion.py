@@ -105,3 +105,30 @@ def test_a_token_already_in_the_vocabulary_is_refused(tmp_path, model, data):
                                            "train_dir": str(data / "train"), **TINY, "token": "a", "steps": 1})
     assert run_in_process(style_inversion, run_dir) == 1
     assert "already in the tokenizer's vocabulary" in final(run_dir)["error"]
+
+
+@pytest.mark.parametrize("scale, batch, accumulate, expected", [(True, 2, 3, 0.05 * 6), (False, 2, 3, 0.05),
+                                                                (True, 4, 1, 0.2)])
+def test_the_learning_rate_is_scaled_as_diffusers_scale_lr(model, data, scale, batch, accumulate, expected):
+    """Read off the built optimiser: lr x batch size x gradient accumulation with scale_lr
+    (the example's documented command: 5e-4 x 1 x 4 = 2e-3)."""
+    cfg = KIND.resolve({**TINY, "model": str(model), "scale_lr": scale, "batch_size": batch,
+                        "gradient_accumulation": accumulate})
+    inv = style_inversion.Inversion(cfg, [str(p) for p in sorted((data / "train").rglob("*.jpg"))], Device(amp=False))
+    assert inv.optimizer.param_groups[0]["lr"] == pytest.approx(expected)
+    assert inv.optimizer.defaults["weight_decay"] == 1e-2 and inv.optimizer.defaults["betas"] == (0.9, 0.999)
+    assert KIND.resolve({})["lr"] * 4 == pytest.approx(style_inversion.effective_lr(KIND.resolve({})))
+
+
+def test_images_are_prepared_as_the_example_prepares_them(tmp_path):
+    """Resized to a square with bicubic (the aspect not kept, nothing cropped), flipped when drawn."""
+    from PIL import Image
+    from torchvision.transforms import functional as TF
+
+    rng = torch.Generator().manual_seed(0)
+    pixels = (torch.rand(3, 20, 50, generator=rng) * 255).to(torch.uint8)
+    TF.to_pil_image(pixels).save(tmp_path / "a.png")
+    plain, flipped = style_inversion.image_batch([str(tmp_path / "a.png")] * 2, [0, 1], 16, [False, True])
+    expected = TF.to_tensor(Image.open(tmp_path / "a.png").convert("RGB").resize((16, 16), Image.Resampling.BICUBIC))
+    assert torch.allclose(plain, expected * 2 - 1) and torch.equal(flipped, plain.flip(-1))
+    assert KIND.resolve({})["flip"] == 0.5 and len(KIND.resolve({})["templates"]) == 19
