@@ -301,7 +301,8 @@ def make_loader(images: list[ImageList], stage: Stage, cfg: dict, transform, bat
         picked = [il.samples[i] for i in keep]
         samples += picked
         lengths.append(len(picked))
-    weights = mix_weights(lengths, stage.weights) if len(images) > 1 else None
+    weighted = len(images) > 1 and cfg["mix_sampling"] == "weighted"
+    weights = mix_weights(lengths, stage.weights) if weighted else None  # else the union, once per epoch
     dataset = SeededImages(samples, transform, seed=mix_seed("aug", cfg["seed"]))
     sampler = EpochSampler(len(samples), seed=cfg["seed"], weights=weights, rank=rank, world=world)
     workers = min(cfg["workers"], os.cpu_count() or 1)

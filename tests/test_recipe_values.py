@@ -2,6 +2,7 @@
 
 import math
 import statistics
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from imagegen import make_dataset
 from runner_helpers import TINY, events, final, make_run, run_in_process
 from runners import train
 from runners.data import EpochSampler, mix_weights
+from runners.kinds.train import KIND
 from runners.layers import CosineClassifier, Student, build_resnet
 from runners.runtime import Device
 
@@ -114,3 +116,23 @@ def test_reinit_classifier_resets_the_head_at_the_stage_start(tmp_path, monkeypa
     assert run_in_process(train, r) == 0, final(r)
     assert len(resets) == int(reinit)
     assert [e["stage"] for e in events(r) if e["type"] == "epoch"] == [0, 1]
+
+
+def test_mixing_is_the_union_by_default_and_weighted_on_request():
+    """The bridged transfer paper's "mixed": both sets together, each image once per epoch."""
+    from runners.data import ImageList
+    from runners.runtime import Device
+
+    real = ImageList(Path("/r"), ["a"], [(f"/r/a/{i}.jpg", 0) for i in range(10)])
+    synth = ImageList(Path("/s"), ["a"], [(f"/s/a/{i}.jpg", 0) for i in range(30)])
+    stage = train.Stage(dirs=["/r", "/s"], weights=[3.0, 1.0], epochs=1, lr=0.1, mixup=0.0, reinit_classifier=False,
+                        fraction=1.0, augment="none")
+    cfg = {**KIND.resolve({"mix": [{"data": "r"}, {"data": "s"}]}), "workers": 0}
+    _, sampler = train.make_loader([real, synth], stage, cfg, None, 4, Device(amp=False), 0, 1)
+    assert sorted(sampler.epoch_indices()) == list(range(40))  # every image once
+    _, weighted = train.make_loader([real, synth], stage, {**cfg, "mix_sampling": "weighted"}, None, 4,
+                                    Device(amp=False), 0, 1)
+    drawn = weighted.epoch_indices()
+    assert len(drawn) == 40 and len(set(drawn)) < 40  # drawn with replacement, by weight
+    problems = KIND.problems({"mix": [{"data": "r", "weight": 3.0}, {"data": "s"}], "eval": "r"})
+    assert ("mix", "weights apply to mix_sampling = \"weighted\"; the union takes each image once") in problems

@@ -196,9 +196,11 @@ def test_every_preset_expands_and_dry_run_warns_about_placeholder_folders(tmp_pa
     assert len([r for r in generation.runs if r.base == "student-img2img"]) == 4
     bridged = load_spec(presets["bridged-transfer"].path)
     assert sorted(r.sweep_values["images_per_class"] for r in bridged.runs if r.base == "bridged-aircraft-volume") \
-        == [50, 100, 250, 1000]
+        == [100, 500, 1000, 2000, 3000]
     assert {r.params["recipe"] for r in bridged.runs if r.kind == "train"} == {"finetune"}
     assert {r.base for r in bridged.runs if r.kind == "train"} >= {"vanilla-aircraft", "vanilla-cars"}
+    mixed = next(r for r in bridged.runs if r.name == "mixed-aircraft")  # the paper's naive mixing: the union
+    assert mixed.params.get("mix_sampling", "union") == "union" and all("weight" not in m for m in mixed.params["mix"])
     # Table 3: each stylized set is made from its unstylized one and feeds one student.
     stylized = {r.name: r for r in load_spec(presets["mtg-stylized"].path).runs}
     assert stylized["stylized-synth-data"].deps == ["gen-sd14"] and stylized["stylized-real-data"].deps == []
@@ -209,7 +211,7 @@ def test_every_preset_expands_and_dry_run_warns_about_placeholder_folders(tmp_pa
     dsi = {r.name: r for r in load_spec(presets["dsi"].path).runs}
     assert dsi["gen-dsi"].deps == ["style"] and dsi["gen-dsi"].refs["style_from"] == ("run", "style")
     assert "style_from" not in dsi["gen-template"].params
-    assert len([r for r in dsi.values() if r.base == "bridged-dsi-volume"]) == 4
+    assert len([r for r in dsi.values() if r.base == "bridged-dsi-volume"]) == 5  # 100 ... 3,000 per class
     # The Unmet Promise, Fig. 2: five targets; retrieved vs synthetic, both curated alike, at several sizes
     # (the synthetic arm past the largest retrieved one) x 3 seeds; one off-the-shelf evaluation per target.
     scaling = {r.name: r for r in load_spec(presets["unmet-promise-scaling"].path).runs}

@@ -124,8 +124,11 @@ FIELDS = {
     "train": F(str, help="the training data", ref=DATA),
     "eval": F(str, help="the real data evaluated every epoch",
               ref=Ref(to="eval_dir", split="val", artifact="dataset")),
-    "mix": F(list, help="train on several sets at once, sampled by weight", check=_mix,
+    "mix": F(list, help="train on several sets at once: their union, each image once per epoch (the bridged "
+             "transfer paper's mixing), or sampled by weight (mix_sampling = \"weighted\")", check=_mix,
              item_refs={"data": Ref(to="dir", split="train", artifact="dataset")}),
+    "mix_sampling": F(str, "union", "mix: the union of the sets, each image once per epoch, or each set drawn "
+                      "by its weight", choices=("union", "weighted")),
     "stages": F(list, help="bridged transfer: train on each set in turn", check=_stages,
                 item_refs={"train": DATA}),
     "init_from": F(str, help="take layers 1..freeze_layers from this run's model or a checkpoint file",
@@ -206,6 +209,9 @@ def check(p: dict) -> list[Problem]:
 
 def _sources(p: dict) -> list[Problem]:
     out: list[Problem] = []
+    if p.get("mix_sampling", "union") == "union" and any(m.get("weight", 1.0) != 1.0 for m in p.get("mix") or []
+                                                          if isinstance(m, dict)):
+        out.append(("mix", "weights apply to mix_sampling = \"weighted\"; the union takes each image once"))
     if p.get("select") == "holdout" and not p.get("holdout"):
         out.append(("select", "'holdout' picks by the held-out split: set holdout (e.g. 0.1)"))
     sources = [k for k in ("train", "mix", "stages") if k in p]
