@@ -108,6 +108,10 @@ def center_resize(size: int) -> int:
     return int(round(size * 256 / 224))
 
 
-def eval_transform(mean, std, size: int = 224):
-    return Seeded(T.Compose([T.Resize(center_resize(size), interpolation=InterpolationMode.BILINEAR),
-                             T.CenterCrop(size), T.ToTensor(), T.Normalize(mean, std)]))
+def eval_transform(mean, std, size: int = 224, open_clip: bool = False):
+    """The reference evaluation crop (shorter side to 256/224 of the crop, bilinear), or
+    open_clip's (shorter side to the crop, bicubic) for a CLIP model, as the Unmet
+    Promise's adapt/ code evaluates."""
+    resize = T.Resize(size, interpolation=InterpolationMode.BICUBIC) if open_clip else \
+        T.Resize(center_resize(size), interpolation=InterpolationMode.BILINEAR)
+    return Seeded(T.Compose([resize, T.CenterCrop(size), T.ToTensor(), T.Normalize(mean, std)]))

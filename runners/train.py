@@ -356,12 +356,15 @@ def run_training(ctx: RunContext, args) -> dict:
         model = torch.compile(model)
 
     batch = max(1, cfg["batch_size"] // world)
+    clip_arch = is_clip(cfg["arch"])
     eval_loader = DataLoader(
-        SeededImages(eval_images.samples[rank::world], eval_transform(*norm["eval"], cfg["image_size"]), seed=0),
+        SeededImages(eval_images.samples[rank::world], eval_transform(*norm["eval"], cfg["image_size"], clip_arch),
+                     seed=0),
         batch_size=batch, num_workers=min(cfg["workers"], os.cpu_count() or 1), pin_memory=device.cuda)
 
     holdout_loader = None if holdout_images is None else DataLoader(
-        SeededImages(holdout_images.samples[rank::world], eval_transform(*norm["train"], cfg["image_size"]), seed=0),
+        SeededImages(holdout_images.samples[rank::world],
+                     eval_transform(*norm["train"], cfg["image_size"], clip_arch), seed=0),
         batch_size=batch, num_workers=min(cfg["workers"], os.cpu_count() or 1), pin_memory=device.cuda)
 
     start_stage, start_epoch, start_step, global_step, history = 0, 0, 0, 0, []
@@ -450,7 +453,7 @@ def run_training(ctx: RunContext, args) -> dict:
         atomic_torch_save(student.net.state_dict(), ctx.checkpoints / MODEL)
         ctx.emit(protocol.ARTIFACT, path=str(ctx.checkpoints / MODEL), kind="model")
         if probe_images:
-            tf = eval_transform(*norm["eval"], cfg["image_size"])
+            tf = eval_transform(*norm["eval"], cfg["image_size"], clip_arch)
             summary["linear_probe_top1"] = probe_top1(student.net, probe_images, eval_images, tf, cfg, device)
             ctx.log(f"linear probe on {len(probe_images.samples)} real images: "
                     f"{summary['linear_probe_top1']:.2f}% top-1")

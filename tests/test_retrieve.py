@@ -451,3 +451,19 @@ fraction = [0.5, 1.0]
         assert [line.split(",")[:2] for line in table[1:]] == [["adapt", "6"], ["adapt", "12"], ["off-the-shelf", ""]]
     finally:
         cli("supervisor", "stop")
+
+
+def test_a_clip_model_is_evaluated_with_open_clip_s_preprocessing():
+    """The adapt/ code evaluates with open_clip's transform: shorter side to the crop
+    (bicubic), centre crop; not the 256/224 bilinear reference crop."""
+    from PIL import Image
+
+    from runners.augment import eval_transform
+    from runners.clip import image_transform
+
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 70, 3), dtype=np.uint8))
+    clip = Clip(None, None, (0.5, 0.4, 0.3), (0.2, 0.3, 0.4), 32)
+    ours = eval_transform(clip.mean, clip.std, 32, open_clip=True)(img, torch.Generator().manual_seed(0))
+    assert torch.allclose(ours, image_transform(clip)(img))
+    reference = eval_transform(clip.mean, clip.std, 32)(img, torch.Generator().manual_seed(0))
+    assert not torch.allclose(reference, ours)
