@@ -67,6 +67,20 @@ class CaptionIndex:
         self.db.close()
 
 
+def search_database(path: Path, query: str) -> list[tuple[str, str]]:
+    """(URL, caption) of the rows one of the authors' metadata databases returns for
+    ``query``: their ``samples`` table, asked as they ask it."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return [(str(url or ""), str(text or "")) for url, text in
+                db.execute("SELECT URL, TEXT FROM samples WHERE TEXT MATCH ? COLLATE NOCASE", (query,))]
+    except sqlite3.DatabaseError as e:
+        raise QueryError(f"{path}: {e} (expected the authors' layout: a full-text table samples with URL and "
+                         "TEXT columns)") from None
+    finally:
+        db.close()
+
+
 def check_queries(classes: list[dict]) -> list[str]:
     """Every class whose query FTS5 refuses, named with the reason (asked of an empty
     index, before any pool is read)."""

@@ -1,12 +1,15 @@
 """Image-text pools for retrieval: what is in them and how to read one image.
 
 A pool is a folder of webdataset tar shards as img2dataset writes them (per
-sample ``KEY.jpg`` + ``KEY.txt`` caption + ``KEY.json``), or a folder of
-images with a captions file (CSV with a ``file`` or ``image`` column and a
-``caption`` or ``text`` column; parquet when pyarrow is installed). Listing a
-shard reads its tar headers and captions only; an image's bytes are read
-later by offset, so a pool is never unpacked. A shard that cannot be read to
-its end is skipped whole and counted.
+sample ``KEY.jpg`` + ``KEY.txt`` caption + ``KEY.json`` with the ``url``), or a
+folder of images with a captions file (CSV with a ``file`` or ``image`` column
+and a ``caption`` or ``text`` column; parquet when pyarrow is installed), or a
+folder of SQLite databases of caption metadata as The Unmet Promise's authors
+query them (``*.db`` with a full-text ``samples`` table of URL and TEXT; their
+images are the shards img2dataset downloaded, matched by URL). Listing a
+shard reads its tar headers, captions and metadata only; an image's bytes are
+read later by offset, so a pool is never unpacked. A shard that cannot be read
+to its end is skipped whole and counted.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ class Sample:
     ext: str  # image file extension, with the dot
     offset: int = -1  # where the image bytes start in the shard (-1: the whole file)
     size: int = -1
+    url: str = ""  # where img2dataset downloaded it from (its .json), when known
 
     def read(self) -> bytes:
         with open(self.source, "rb") as f:
@@ -59,6 +63,13 @@ class Pool:
     samples: list[Sample]
     files: list[Path]  # what the pool was read from (its identity for caches)
     bad_shards: list[str] = field(default_factory=list)
+    databases: list[Path] = field(default_factory=list)  # metadata databases: captions searched there
+
+
+def metadata_databases(root: str | os.PathLike) -> list[Path]:
+    """The SQLite caption databases of a pool folder (none for shards or images)."""
+    root = Path(root)
+    return sorted(root.glob("*.db")) if root.is_dir() else []
 
 
 def open_pool(root: str | os.PathLike, captions: str | None = None) -> Pool:
@@ -94,6 +105,7 @@ def read_shard(shard: Path) -> list[Sample]:
     """The samples of one webdataset shard: image members paired with their .txt."""
     images: dict[str, tarfile.TarInfo] = {}
     texts: dict[str, str] = {}
+    urls: dict[str, str] = {}
     with tarfile.open(shard, "r:") as tar:
         for member in tar:
             if not member.isfile():
@@ -102,19 +114,24 @@ def read_shard(shard: Path) -> list[Sample]:
             ext = "." + ext.lower()
             if ext == ".txt":
                 texts[key] = tar.extractfile(member).read().decode("utf-8")
+            elif ext == ".json":
+                try:
+                    urls[key] = str(json.loads(tar.extractfile(member).read()).get("url") or "")
+                except (ValueError, AttributeError):
+                    pass  # metadata that does not parse: the sample keeps its image and caption
             elif ext in IMAGE_EXTENSIONS:
                 images[key] = member
-    return [Sample(str(shard), key, texts[key].strip(), Path(m.name).suffix.lower(), m.offset_data, m.size)
-            for key, m in images.items() if key in texts]
+    return [Sample(str(shard), key, texts[key].strip(), Path(m.name).suffix.lower(), m.offset_data, m.size,
+                   urls.get(key, "")) for key, m in images.items() if key in texts]
 
 
-def write_shard(path: Path, samples: list[tuple[str, str, bytes]], ext: str = "jpg") -> None:
-    """One shard as img2dataset writes it from (key, caption, image bytes); it
+def write_shard(path: Path, samples: list[tuple], ext: str = "jpg") -> None:
+    """One shard as img2dataset writes it from (key, caption, image bytes[, url]); it
     appears whole or not at all."""
     def write(f) -> None:
         with tarfile.open(fileobj=f, mode="w") as tar:
-            for key, caption, image in samples:
-                meta = json.dumps({"key": key, "caption": caption}).encode()
+            for key, caption, image, *url in samples:
+                meta = json.dumps({"key": key, "caption": caption, **({"url": url[0]} if url else {})}).encode()
                 for suffix, data in ((ext, image), ("txt", caption.encode()), ("json", meta)):
                     info = tarfile.TarInfo(f"{key}.{suffix}")
                     info.size = len(data)

@@ -36,7 +36,7 @@ from runners.classes import load_class_list
 from runners.clip import DEFAULT_TEMPLATES
 from runners.data import mix_seed
 from runners.kinds.retrieve import KIND
-from runners.pool import Pool, PoolError, Sample, identity, open_pool
+from runners.pool import Pool, PoolError, Sample, identity, metadata_databases, open_pool
 from runners.runtime import Cancelled, Device, RunContext, RunnerError, run_main, runner_args_parser
 
 IVF_FROM = 200_000  # index = "auto": exact search below this many images
@@ -58,6 +58,38 @@ def substring_candidates(ctx: RunContext, pool: Pool, classes: list[dict]) -> di
         return {c: index.match(caption_index.fts_query(cls)) for c, cls in enumerate(classes)}
     finally:
         index.close()
+
+
+def database_candidates(ctx: RunContext, databases: list[Path], pool: Pool, classes: list[dict]
+                        ) -> tuple[dict[int, list[int]], int]:
+    """Per class, the downloaded images (``pool``, by URL) of the rows the authors'
+    databases match; the matches with no image are listed in data/not-downloaded.jsonl
+    (url, caption, class: img2dataset's input) and counted."""
+    by_url = {s.url: i for i, s in enumerate(pool.samples) if s.url}
+    out: dict[int, list[int]] = {}
+    missing: list[str] = []
+    for c, cls in enumerate(classes):
+        found: dict[int, None] = {}
+        for db in databases:
+            try:
+                rows = caption_index.search_database(db, caption_index.fts_query(cls))
+            except caption_index.QueryError as e:
+                raise RunnerError(str(e)) from None
+            for url, caption in rows:
+                if url in by_url:
+                    found[by_url[url]] = None
+                else:
+                    missing.append(json.dumps({"url": url, "caption": caption, "class": cls["id"]}) + "\n")
+        out[c] = list(found)
+    ctx.log(f"searched {len(databases)} caption database(s): {sum(map(len, out.values()))} matches downloaded, "
+            f"{len(missing)} not")
+    if missing:
+        path = ctx.run_dir / protocol.DATA_DIR / "not-downloaded.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        protocol.write_text_atomic(path, "".join(missing))
+        ctx.log(f"{len(missing)} matched URL(s) have no image in {pool.root}: listed in {path} for img2dataset",
+                "warning")
+    return out, len(missing)
 
 
 def pool_key(pool: Pool) -> str:
@@ -205,8 +237,15 @@ def retrieve(ctx: RunContext, args) -> dict:
     if cfg["method"] == "substring" and (bad := caption_index.check_queries(classes)):
         raise RunnerError("SQLite FTS5 cannot parse these classes' queries (give each a `query` in the class "
                           "file):\n  " + "\n  ".join(bad))
+    databases = metadata_databases(cfg["pool"])
+    if databases and cfg["method"] != "substring":
+        raise RunnerError(f"pool: {cfg['pool']} holds caption databases, searched by substring; clip-knn needs a "
+                          "pool of images")
+    if databases and not cfg.get("images"):
+        raise RunnerError(f"pool: {cfg['pool']} holds caption databases; set `images` to the shards img2dataset "
+                          "downloaded from their URLs")
     try:
-        pool = open_pool(cfg["pool"], cfg.get("captions"))
+        pool = open_pool(cfg["images"] if databases else cfg["pool"], None if databases else cfg.get("captions"))
     except PoolError as e:
         raise RunnerError(str(e)) from None
     for bad in pool.bad_shards:
@@ -218,7 +257,12 @@ def retrieve(ctx: RunContext, args) -> dict:
     ctx.log(f"retrieving {len(classes)} classes from {len(pool.samples)} pool images by {cfg['method']}")
     counts = {"corrupt": 0, "embedded": 0}
     scores: dict[tuple[int, int], float] = {}
-    if cfg["method"] == "substring":
+    if databases:
+        candidates, counts["not_downloaded"] = database_candidates(ctx, databases, pool, classes)
+        for c, idx in candidates.items():
+            random.Random(mix_seed("retrieve", cfg["seed"], classes[c]["id"])).shuffle(idx)
+        embed_rate = 0.0
+    elif cfg["method"] == "substring":
         candidates = substring_candidates(ctx, pool, classes)
         for c, idx in candidates.items():
             random.Random(mix_seed("retrieve", cfg["seed"], classes[c]["id"])).shuffle(idx)

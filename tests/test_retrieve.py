@@ -113,6 +113,37 @@ def test_substring_sets_equal_sqlite_fts5_with_the_authors_query_construction(ws
     assert all(expected[k] for k in expected) and expected["shirt"] & expected["tshirt"]  # the test has teeth
 
 
+def test_the_authors_caption_databases_work_as_a_pool_with_the_downloaded_shards(ws):
+    """A pool of LAION-style metadata databases (their layout: an FTS5 table samples), searched
+    as they search it; images from the shards img2dataset downloaded, matched by URL."""
+    captions = ["a cat on a sofa", "the DOG park", "red fox in snow", "a cat and a dog", "catalog of products",
+                "a dog never downloaded"]
+    (ws / "dbs").mkdir()
+    for part, rows in enumerate((captions[:3], captions[3:])):
+        db = sqlite3.connect(ws / "dbs" / f"part-{part:05d}.db")
+        db.execute("CREATE VIRTUAL TABLE samples USING fts5(SAMPLE_ID, URL, TEXT, HEIGHT, WIDTH, LICENSE, NSFW, "
+                   "similarity)")
+        db.executemany("INSERT INTO samples VALUES (?, ?, ?, 32, 32, '', 'UNLIKELY', 0.3)",
+                       [(i, f"http://x/{captions.index(c)}.jpg", c) for i, c in enumerate(rows)])
+        db.commit()
+        db.close()
+    shards = ws / "shards"
+    shards.mkdir()
+    from runners.pool import write_shard
+
+    write_shard(shards / "00000.tar", [(f"{i:09d}", c, jpeg(i), f"http://x/{i}.jpg") for i, c in
+                                       enumerate(captions[:5])])
+    d = retrieve_run(ws, "dbs", ws / "dbs", images=str(shards))
+    assert run(d) == 0, final(d)
+    got = {(m["class"], m["caption"]) for m in manifest(d)}
+    assert got == {("cat", "a cat on a sofa"), ("cat", "a cat and a dog"), ("dog", "the DOG park"),
+                   ("dog", "a cat and a dog"), ("fox", "red fox in snow")}
+    missing = [json.loads(line) for line in (d / "data" / "not-downloaded.jsonl").read_text().splitlines()]
+    assert missing == [{"url": "http://x/5.jpg", "caption": "a dog never downloaded", "class": "dog"}]
+    assert final(d)["summary"]["not_downloaded"] == 1
+    assert "set `images`" in failed_error(retrieve, retrieve_run(ws, "noimg", ws / "dbs"))
+
+
 def test_a_query_fts5_cannot_parse_is_named_before_the_pool_is_read(ws):
     (ws / "bad.json").write_text(json.dumps([{"id": "a", "name": "potter's wheel"}, {"id": "b", "name": "b"}]))
     error = failed_error(retrieve, retrieve_run(ws, "bad", ws / "nowhere", classes=str(ws / "bad.json")))

@@ -28,8 +28,11 @@ def _modalities(value: list) -> str | None:
 
 F = Field
 FIELDS = {
-    "pool": F(str, help="the image-text pool: a folder of webdataset .tar shards (img2dataset's output) or of "
-              "images with captions.csv", path="dir"),
+    "pool": F(str, help="the image-text pool: a folder of webdataset .tar shards (img2dataset's output), of "
+              "images with captions.csv, or of the authors' SQLite caption databases (*.db; substring only)",
+              path="dir"),
+    "images": F(str, help="a pool of databases: the webdataset shards img2dataset downloaded from their URLs "
+                "(matched by the url in each sample's .json)", path="dir"),
     "captions": F(str, help="a folder pool's captions file (CSV with file,caption columns, or parquet); default "
                   "POOL/captions.csv", path="file"),
     "method": F(str, "substring", "captions matching the class's SQLite FTS5 query (the authors' substring "
@@ -58,6 +61,9 @@ FIELDS = {
 
 def check(p: dict) -> list[Problem]:
     out: list[Problem] = [] if "pool" in p else [("pool", "needs the image-text pool to retrieve from")]
+    if "images" in p and p.get("method") == "clip-knn":
+        out.append(("images", "a pool of caption databases is searched by substring; clip-knn embeds a pool of "
+                              "images"))
     if p.get("method") == "clip-knn" and "clip_pretrained" not in p:
         out.append(("clip_pretrained", "clip-knn embeds the pool: name the CLIP weights (a local file or folder, "
                                        "or a tag on an online box)"))
