@@ -15,7 +15,6 @@ whole (temp file, then rename).
 from __future__ import annotations
 
 import csv
-import errno
 import io
 import json
 import time
@@ -148,14 +147,7 @@ def save_image(img: Image.Image, path: Path, fmt: str) -> None:
     """Encode and write atomically: a crash or a full disk leaves no partial image."""
     if fmt == "jpg":
         img = img.convert("RGB" if img.mode not in ("L", "RGB") else img.mode)
-    try:
-        protocol.write_atomic(path, lambda f: img.save(f, "JPEG", quality=95) if fmt == "jpg"
-                              else img.save(f, "PNG"))
-    except BaseException as e:
-        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-            raise RunnerError(f"disk full while writing {path}: free space and run `synthgap resume`; "
-                              "images written so far are kept") from None
-        raise
+    protocol.write_atomic(path, lambda f: img.save(f, "JPEG", quality=95) if fmt == "jpg" else img.save(f, "PNG"))
 
 
 # -- backends ---------------------------------------------------------------

@@ -8,8 +8,11 @@ torch, textual and tinydb.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -77,7 +80,11 @@ class EventWriter:
         event = {"t": round(time.time(), 3), "type": type, **fields}
         line = json.dumps(event, separators=(",", ":"), default=_jsonable) + "\n"
         # One write call per line: with O_APPEND the line lands whole.
-        self._file.write(line.encode())
+        try:
+            self._file.write(line.encode())
+        except OSError as e:
+            e.filename = e.filename or str(self.path)  # a full disk names the file it could not grow
+            raise
         return event
 
     def close(self) -> None:
@@ -175,8 +182,10 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> N
         with open(tmp, "wb") as f:
             write(f)
         publish(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and not e.filename:
+            e.filename = str(path)  # what could not be written, for the one-line message
         raise
 
 
@@ -194,6 +203,7 @@ def publish(tmp: Path, path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+    fault_point(f"publish:{path.name}")
     os.replace(tmp, path)
     # The rename itself survives a power cut only once the folder is synced.
     fd = os.open(path.parent, os.O_RDONLY)
@@ -201,6 +211,52 @@ def publish(tmp: Path, path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+FAULT_ENV = "SYNTHGAP_FAULT_AT"  # tests: SIGKILL the process at this named step
+NO_SPACE_EXIT = 28  # a runner's exit code when the disk filled up (errno ENOSPC), its events maybe unwritten
+
+
+def fault_point(name: str) -> None:
+    """Where the fault-injection tests kill a process (``SYNTHGAP_FAULT_AT=name``), to
+    show that every step of a multi-step write leaves a state the next command reads."""
+    if os.environ.get(FAULT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def fmt_bytes(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def free_bytes(path: str | os.PathLike) -> int | None:
+    """Free space of the filesystem holding ``path`` (its nearest existing parent)."""
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return shutil.disk_usage(p).free
+    except OSError:
+        return None
+
+
+def is_no_space(e: BaseException) -> bool:
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def os_error_message(e: OSError, path: str | os.PathLike | None = None) -> str:
+    """One line for a failed file operation: what, where (the error's file, else
+    ``path``) and, when the disk is full, how much space is left there."""
+    where = e.filename or path
+    if is_no_space(e):
+        folder = Path(where).parent if where else Path.cwd()
+        return f"no space left on device in {folder} ({fmt_bytes(free_bytes(folder))} free)"
+    return f"could not write {where}: {e.strerror or e}" if where else f"{e.strerror or e}"
 
 
 def workspace_cache(run_dir: str | os.PathLike) -> Path:

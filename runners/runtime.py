@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import logging
 import os
@@ -72,6 +73,9 @@ class RunContext:
                 kind = kinds.all_kinds().get(self.spec.get("kind"))
                 provenance.write(self.run_dir, self.spec, kind.resolve(self.spec) if kind else self.spec)
             summary = body(self)
+            if self.main:
+                protocol.write_json_atomic(self.run_dir / protocol.RESULTS_FILE, summary)
+            self.emit(protocol.DONE, summary=summary)
         except Cancelled as c:
             self.emit(protocol.CANCELLED, reason=str(c) or "SIGTERM")
             return 143
@@ -79,15 +83,26 @@ class RunContext:
             self.emit(protocol.FAILED, error=str(e), traceback=traceback.format_exc())
             log.error(str(e))
             return 1
+        except OSError as e:
+            if not protocol.is_no_space(e):
+                return self._failed(f"{type(e).__name__}: {e}", traceback.format_exc())
+            # What was written is whole (every write is atomic) and the last checkpoint stays.
+            message = f"{protocol.os_error_message(e)}: free space, then `synthgap resume` continues from the last " \
+                      "checkpoint"
+            try:
+                self.emit(protocol.FAILED, error=message, traceback=traceback.format_exc())
+            except OSError:
+                pass  # no room for the event either: the exit code tells the supervisor
+            log.error(message)
+            return protocol.NO_SPACE_EXIT
         except Exception as e:
-            tb = traceback.format_exc()
-            self.emit(protocol.FAILED, error=f"{type(e).__name__}: {e}", traceback=tb)
-            log.error(tb)
-            return 1
-        if self.main:
-            protocol.write_json_atomic(self.run_dir / protocol.RESULTS_FILE, summary)
-        self.emit(protocol.DONE, summary=summary)
+            return self._failed(f"{type(e).__name__}: {e}", traceback.format_exc())
         return 0
+
+    def _failed(self, error: str, tb: str) -> int:
+        self.emit(protocol.FAILED, error=error, traceback=tb)
+        log.error(tb)
+        return 1
 
 
 class Cancelled(Exception):
@@ -95,7 +110,11 @@ class Cancelled(Exception):
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    protocol.write_atomic(path, lambda f: torch.save(obj, f))
+    """Serialised in memory first: torch's zip writer reports a full disk as an opaque
+    RuntimeError ("unexpected pos"), a plain write as the OSError it is."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    protocol.write_atomic(path, lambda f: f.write(buffer.getbuffer()))
 
 
 def runner_args_parser(description: str) -> argparse.ArgumentParser:

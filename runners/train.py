@@ -203,20 +203,45 @@ def evaluate(model: nn.Module, loader, device: Device, bn_eval_mode: str = "eval
         for m in model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.train()
-    totals = torch.zeros(4, dtype=torch.float64)  # loss sum, top1, top5, count
-    for images, labels, _ in loader:
+    # loss sum, top1, top5, scored, skipped. An unreadable image is not scored: the loader stands the next
+    # readable one in for it (flagged with the bad path), and that stand-in is left out of the totals.
+    totals = torch.zeros(5, dtype=torch.float64)
+    skipped: list[str] = []
+    for images, labels, bad in loader:
+        keep = torch.tensor([not b for b in bad])
+        skipped += [b for b in bad if b]
+        if not keep.any():
+            totals[4] += len(bad)
+            continue
         with device.autocast():
-            out = model(device.to(images)).float()
-        labels = device.to(labels)
+            out = model(device.to(images[keep])).float()
+        labels = device.to(labels[keep])
         top1, top5 = accuracy(out, labels)
-        totals += torch.tensor([float(F.cross_entropy(out, labels, reduction="sum")), top1, top5, len(labels)],
-                               dtype=torch.float64)
+        totals += torch.tensor([float(F.cross_entropy(out, labels, reduction="sum")), top1, top5, len(labels),
+                                len(bad) - len(labels)], dtype=torch.float64)
     if _world() > 1:
         totals = totals.to(device.device)
         dist.all_reduce(totals)
         totals = totals.cpu()
     n = max(totals[3].item(), 1)
-    return {"val_loss": totals[0].item() / n, "top1": 100 * totals[1].item() / n, "top5": 100 * totals[2].item() / n}
+    return {"val_loss": totals[0].item() / n, "top1": 100 * totals[1].item() / n, "top5": 100 * totals[2].item() / n,
+            "scored": int(totals[3].item()), "eval_skipped": int(totals[4].item()), "skipped_paths": skipped}
+
+
+def checked_eval(ctx: RunContext, metrics: dict, cfg: dict, history: list[dict]) -> dict:
+    """An evaluation's metrics for the record: its unreadable images named in the log
+    the first time, and the run failed when they are more than ``eval_skip_limit`` of
+    the evaluation set (its accuracy would be over another set than the user's)."""
+    paths = metrics.pop("skipped_paths")
+    total = metrics["scored"] + metrics["eval_skipped"]
+    if paths and not history:
+        shown = ", ".join(paths[:10]) + (f" and {len(paths) - 10} more" if len(paths) > 10 else "")
+        ctx.log(f"evaluation: {metrics['eval_skipped']} of {total} image(s) unreadable, not scored: {shown}",
+                "warning")
+    if total and metrics["eval_skipped"] / total > cfg["eval_skip_limit"]:
+        raise RunnerError(f"evaluation: {metrics['eval_skipped']} of {total} images are unreadable, more than "
+                          f"eval_skip_limit ({cfg['eval_skip_limit']:.1%}) of the set; the first: {paths[0]}")
+    return metrics
 
 
 def _world() -> int:
@@ -427,7 +452,7 @@ def run_training(ctx: RunContext, args) -> dict:
                                     global_step=global_step, total_steps=total_steps,
                                     save_mid_epoch=save_mid_epoch)
             global_step = stats["global_step"]
-            metrics = evaluate(model, eval_loader, device, cfg["bn_eval_mode"])
+            metrics = checked_eval(ctx, evaluate(model, eval_loader, device, cfg["bn_eval_mode"]), cfg, history)
             if holdout_loader is not None:
                 held = evaluate(model, holdout_loader, device, cfg["bn_eval_mode"])
                 metrics.update(holdout_top1=held["top1"], holdout_loss=held["val_loss"])
@@ -445,7 +470,8 @@ def run_training(ctx: RunContext, args) -> dict:
         resume_state = None
 
     if not stages:  # epochs = 0: the starting weights as they are
-        history = [{"epoch": 0, "stage": 0, "skipped": 0, **evaluate(model, eval_loader, device, cfg["bn_eval_mode"])}]
+        history = [{"epoch": 0, "stage": 0, "skipped": 0,
+                    **checked_eval(ctx, evaluate(model, eval_loader, device, cfg["bn_eval_mode"]), cfg, [])}]
         ctx.emit(protocol.EPOCH, **history[0])
     summary = summarize(history, cfg, trainable)
     summary["train_images"] = len(loaders[-1][0].dataset) if loaders else 0  # of the last stage
@@ -507,6 +533,8 @@ def summarize(history: list[dict], cfg: dict, trainable: int) -> dict:
     out = {"epochs": len(history), "last_n": len(last), "trainable_params": trainable,
            "skipped_images": sum(h["skipped"] for h in history),
            "images_per_s": round(statistics.fmean(rates), 2) if rates else None}
+    out["eval_images"] = history[-1].get("scored") if history else None  # what top-1 is over
+    out["eval_skipped"] = history[-1].get("eval_skipped") if history else None
     for key in ("top1", "top5", "val_loss", "train_loss"):
         values = [h[key] for h in last if h.get(key) is not None]
         out[f"{key}_mean"] = statistics.fmean(values) if values else None

@@ -106,7 +106,7 @@ def remove(store: RunStore, plan: Removal) -> int:
     trash.mkdir(exist_ok=True)
     for leftover in trash.iterdir():  # from a removal that was killed
         shutil.rmtree(leftover, ignore_errors=True)
-    moved = []
+    moved: list[tuple[Path, Path]] = []
     with store.locked():
         for run in plan.runs:
             current = store.get(run["id"])
@@ -115,8 +115,15 @@ def remove(store: RunStore, plan: Removal) -> int:
             target = trash / f"{run['id']}-{secrets.token_hex(4)}"
             if ws.run_dir(run["id"]).exists():
                 os.replace(ws.run_dir(run["id"]), target)
-                moved.append(target)
-        store.delete_many([run["id"] for run in plan.runs])
+                moved.append((ws.run_dir(run["id"]), target))
+        protocol.fault_point("rm:moved")
+        try:
+            store.delete_many([run["id"] for run in plan.runs])
+        except BaseException:
+            for home, target in moved:  # the index still lists them: their folders go back (a rename)
+                os.replace(target, home)
+            raise
+    moved = [target for _, target in moved]
     freed = sum(disk_use(path) for path in moved)
     for path in moved:
         shutil.rmtree(path, ignore_errors=True)

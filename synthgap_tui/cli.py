@@ -177,8 +177,10 @@ def cmd_show(args) -> int:
 
 # -- db -----------------------------------------------------------------------
 def cmd_db_rebuild(args) -> int:
+    from synthgap_tui.supervisor import Config
+
     store = _store(args)
-    n = store.rebuild()
+    n = store.rebuild(Config.load(store.workspace).keep_backups)
     if args.json:
         _print_json({"index": str(store.path), "runs": n})
     else:
@@ -379,23 +381,30 @@ def cmd_gc(args) -> int:
     from synthgap_tui.supervisor import Config
 
     store = _store(args)
-    keep_last = Config.load(store.workspace).gc_keep_last if args.keep is None else args.keep == "last"
+    config = Config.load(store.workspace)
+    keep_last = config.gc_keep_last if args.keep is None else args.keep == "last"
     ids = [store.resolve(ref) for ref in args.runs] or None
     pruned = cleanup.gc(store, ids, keep_last=keep_last, dry_run=True)
-    total = sum(p.bytes for p in pruned)
-    files = sum(len(p.files) for p in pruned)
+    backups = store.prune_backups(config.keep_backups, dry_run=True) if ids is None else []
+    total = sum(p.bytes for p in pruned) + sum(b.stat().st_size for b in backups)
+    files = sum(len(p.files) for p in pruned) + len(backups)
     if files and not args.dry_run:
-        _confirm(f"Delete {files} checkpoint file(s) of {sum(bool(p.files) for p in pruned)} finished run(s), "
-                 f"{fmt_bytes(total)}?", args.yes)
+        _confirm(f"Delete {files - len(backups)} checkpoint file(s) of {sum(bool(p.files) for p in pruned)} finished "
+                 f"run(s){f' and {len(backups)} old index copies' if backups else ''}, {fmt_bytes(total)}?", args.yes)
         pruned = cleanup.gc(store, [p.run_id for p in pruned], keep_last=keep_last)
+        store.prune_backups(config.keep_backups)
     if args.json:
         _print_json({"dry_run": args.dry_run, "bytes_freed": 0 if args.dry_run else total,
+                     "bytes": total, "index_backups": [str(b) for b in backups],
                      "runs": [{"id": p.run_id, "files": [str(f) for f in p.files], "bytes": p.bytes}
                               for p in pruned if p.files]})
         return 0
     for p in pruned:
         if p.files:
             _console().print(f"{p.run_id}: {len(p.files)} file(s), {fmt_bytes(p.bytes)}", markup=False)
+    if backups:
+        _console().print(f"{len(backups)} index copies older than the newest {config.keep_backups} "
+                         f"([store] keep_backups)", markup=False)
     verb = "would free" if args.dry_run else "freed"
     _console().print(f"{verb} {fmt_bytes(0 if not files else total)} "
                      f"(kept final weights{' and last checkpoints' if keep_last else ''})", markup=False)
@@ -866,11 +875,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except UserError as e:
-        if getattr(args, "json", False):
-            _print_json({"error": str(e)})
-        else:
-            print(f"synthgap: {e}", file=sys.stderr)
+    except (UserError, OSError) as e:
+        # A full disk or an unwritable folder is one line too: what, where, the space left.
+        message = protocol.os_error_message(e) if isinstance(e, OSError) else str(e)
+        try:
+            if getattr(args, "json", False):
+                _print_json({"error": message})
+            else:
+                print(f"synthgap: {message}", file=sys.stderr)
+        except OSError:
+            pass  # stdout itself is gone (a closed pipe): the exit code still says it
         return 1
     except KeyboardInterrupt:
         return 130

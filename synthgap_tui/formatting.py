@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from runners.protocol import fmt_bytes  # noqa: F401 - the app and the CLI format sizes from here
+
 STATE_STYLE = {
     "queued": "dim", "blocked": "orange3", "starting": "cyan", "running": "bold cyan", "finished": "green",
     "failed": "bold red", "cancelled": "yellow", "lost": "magenta",
@@ -61,6 +63,8 @@ def fmt_top1(run: dict) -> str:
 def fmt_gpus(run: dict) -> str:
     """Where a run runs: its GPUs here ('0,1', 'cpu'), or its scheduler job ('812@node3', '812 pending')."""
     where = run.get("where") or {}
+    if where.get("problem") and where.get("state") == "UNKNOWN":  # the scheduler did not answer: say so
+        return f"{where.get('job', '?')} {where['problem'].split(' (')[0].lower()}"
     if where.get("job"):
         if where.get("node"):
             return f"{where['job']}@{where['node']}"
@@ -69,16 +73,6 @@ def fmt_gpus(run: dict) -> str:
     if gpus is None:
         return "-"
     return ",".join(str(g) for g in gpus) if gpus else "cpu"
-
-
-def fmt_bytes(n: float | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 def fmt_where(run: dict) -> str:

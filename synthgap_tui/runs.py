@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-import shutil
+import os
 import signal
 import time
 from pathlib import Path
@@ -240,15 +240,31 @@ def requeue(store: RunStore, run_id: str, resume: bool) -> int:
             raise StoreError(f"Run {run_id} finished; use `synthgap retry` to run it again.")
         attempt = run.get("attempt", 1) + 1
         run_dir = store.workspace.run_dir(run_id)
-        if not resume:  # everything the runner wrote, whatever its kind
-            keep = run_dir / ATTEMPTS_DIR / str(attempt - 1)
-            keep.mkdir(parents=True, exist_ok=True)
-            for path in list(run_dir.iterdir()):
-                if path.name not in (protocol.SPEC_FILE, protocol.STATUS_FILE, ATTEMPTS_DIR):
-                    shutil.move(str(path), str(keep / path.name))
-        protocol.write_json_atomic(run_dir / protocol.STATUS_FILE,
-                                   {"state": protocol.QUEUED, "attempt": attempt, "resume": resume})
-        cleared = {} if resume else {"summary": None, "progress": None, "top1": None, "epoch": None}
-        store.update(run_id, state=protocol.QUEUED, attempt=attempt, resume=resume, error=None,
-                     final=None, ended=None, cancel_requested=None, exit_code=None, **cleared)
+        status_path = run_dir / protocol.STATUS_FILE
+        old_status = status_path.read_bytes() if status_path.exists() else None
+        moved: list[tuple[Path, Path]] = []
+        # Each step undoes the ones before it when it fails (a full disk), so the run stays as it was;
+        # a kill between steps leaves files in attempts/ and a status that `db rebuild` reads.
+        try:
+            if not resume:  # everything the runner wrote, whatever its kind (renames: no space needed)
+                keep = run_dir / ATTEMPTS_DIR / str(attempt - 1)
+                keep.mkdir(parents=True, exist_ok=True)
+                for path in list(run_dir.iterdir()):
+                    if path.name not in (protocol.SPEC_FILE, protocol.STATUS_FILE, ATTEMPTS_DIR):
+                        os.replace(path, keep / path.name)
+                        moved.append((path, keep / path.name))
+            protocol.fault_point("retry:moved")
+            protocol.write_json_atomic(status_path, {"state": protocol.QUEUED, "attempt": attempt, "resume": resume})
+            cleared = {} if resume else {"summary": None, "progress": None, "top1": None, "epoch": None}
+            store.update(run_id, state=protocol.QUEUED, attempt=attempt, resume=resume, error=None,
+                         final=None, ended=None, cancel_requested=None, exit_code=None, **cleared)
+        except BaseException:
+            for home, there in reversed(moved):
+                os.replace(there, home)
+            if old_status is not None:
+                try:
+                    protocol.write_atomic(status_path, lambda f: f.write(old_status))
+                except OSError:
+                    pass  # the index still says ended, and so does the run's folder
+            raise
     return attempt

@@ -30,6 +30,7 @@ TABLE = "runs"
 _META = "meta"
 _HEAD_BYTES = 80  # covers '{"meta":{"schema":1,"token":"…"}' (see write)
 LOCK_TIMEOUT_S = 60
+KEEP_BACKUPS = 5  # copies of the index `db rebuild` keeps ([store] keep_backups)
 
 
 class AtomicJSONStorage(Storage):
@@ -94,8 +95,8 @@ class AtomicJSONStorage(Storage):
             # forget them so the next read shows what is really on disk.
             self._cache = self._key = None
             if isinstance(e, OSError):
-                raise StoreError(f"Could not write the run index {self.path}: {e.strerror or e}. "
-                                 "Nothing was changed.") from None
+                raise StoreError(f"Could not write the run index {self.path}: "
+                                 f"{protocol.os_error_message(e, self.path)}. Nothing was changed.") from None
             raise
         with open(self.path, "rb") as f:
             self._key = self._file_key(f)
@@ -219,8 +220,11 @@ class RunStore:
         raise RunNotFound(f"No run matches {ref!r} in {self.workspace.root} (try `synthgap ls`).")
 
     # -- rebuild -------------------------------------------------------------
-    def rebuild(self) -> int:
-        """Recreate the index from ``runs/*/`` alone; keeps a damaged index aside."""
+    def rebuild(self, keep_backups: int = KEEP_BACKUPS) -> int:
+        """Recreate the index from ``runs/*/`` alone. The old index is copied aside
+        first (a unique name; the newest ``keep_backups`` are kept), then the new one
+        is written beside it and renamed over it: a kill or a full disk at any step
+        leaves a whole index, old or new."""
         from synthgap_tui.summaries import record_from_run_dir
 
         with self.locked():
@@ -229,12 +233,34 @@ class RunStore:
                 record = record_from_run_dir(run_dir)
                 if record is not None:
                     records.append(record)
+            protocol.fault_point("rebuild:scanned")
             if self.path.exists():
-                backup = self.path.with_name(f"{self.path.name}.bak-{int(time.time())}")
-                os.replace(self.path, backup)
+                stamp = time.strftime("%Y%m%d-%H%M%S")
+                backup = self.path.with_name(f"{self.path.name}.bak-{stamp}-{secrets.token_hex(3)}")
+                old = self.path.read_bytes()
+                try:
+                    protocol.write_atomic(backup, lambda f: f.write(old))
+                except OSError as e:
+                    raise StoreError(f"Could not keep a copy of the run index: {protocol.os_error_message(e, backup)}. "
+                                     "Nothing was changed.") from None
+                protocol.fault_point("rebuild:backed-up")
             table = {str(run_id_to_doc_id(r["id"])): r for r in records}
             self._storage.write({TABLE: table})
+            protocol.fault_point("rebuild:written")
+            self.prune_backups(keep_backups)
         return len(records)
+
+    def backups(self) -> list[Path]:
+        """The index copies ``rebuild`` kept, oldest first."""
+        return sorted(self.path.parent.glob(f"{self.path.name}.bak-*"), key=lambda p: p.stat().st_mtime_ns)
+
+    def prune_backups(self, keep: int, dry_run: bool = False) -> list[Path]:
+        """Delete all but the newest ``keep`` index copies (``rebuild``, ``gc``); the deleted."""
+        stale = self.backups()[:-keep] if keep else self.backups()
+        if not dry_run:
+            for path in stale:
+                path.unlink(missing_ok=True)
+        return stale
 
 
 class _Shared(Storage):

@@ -50,6 +50,8 @@ class Config:
     launcher: str = launchers.DEFAULT  # how runs are started: "local" processes
     runners: dict[str, list[str]] = field(default_factory=dict)  # kind -> command prefix
     gc_keep_last: bool = True  # [gc] keep_last: `synthgap gc` keeps each run's last checkpoint
+    keep_backups: int = 5  # [store] keep_backups: copies of the index `db rebuild` and `gc` keep
+    min_free_gb: float = 10.0  # [store] min_free_gb: warn (doctor, app) when the workspace has less free
     launcher_options: dict = field(default_factory=dict)  # the table named after the launcher ([slurm])
 
     @classmethod
@@ -63,8 +65,11 @@ class Config:
         sup = data.get("supervisor", {})
         known = {k: sup[k] for k in ("gpus", "cpu_slots", "grace_seconds", "poll_seconds", "launcher")
                  if k in sup}
+        store = data.get("store", {})
         config = cls(**known, runners=data.get("runners", {}),
-                     gc_keep_last=bool(data.get("gc", {}).get("keep_last", True)))
+                     gc_keep_last=bool(data.get("gc", {}).get("keep_last", True)),
+                     keep_backups=int(store.get("keep_backups", cls.keep_backups)),
+                     min_free_gb=float(store.get("min_free_gb", cls.min_free_gb)))
         options = data.get(config.launcher, {})
         from runners.kinds.base import COMMON
 
@@ -118,7 +123,9 @@ class Supervisor:
             poll = polls.get(run["id"], launchers.Poll(True))
             if poll.info and poll.info != status.get("where"):
                 self._note_where(run, poll.info, status.get("where") or {})
-            if not poll.running:
+            # A run whose final event is written has ended, whether or not its launcher can be asked.
+            ended = poll.info.get("problem") and self.folded.get(run["id"], {}).get("final")
+            if not poll.running or ended:
                 self._settle(run, poll)
                 changes.pop(run["id"], None)
         self.store.update_many(changes)
@@ -166,6 +173,11 @@ class Supervisor:
                 state, fold["error"] = protocol.FAILED_STATE, where["gave_up"]  # time limit, requeues used up
         elif run.get("cancel_requested"):
             state = protocol.CANCELLED_STATE
+        elif exit_code == protocol.NO_SPACE_EXIT:  # the disk filled up before the runner could say so
+            state = protocol.FAILED_STATE
+            folder = self.ws.run_dir(run_id)
+            fold["error"] = (f"no space left on device in {folder} ({protocol.fmt_bytes(protocol.free_bytes(folder))} "
+                             "free): free space, then `synthgap resume` continues from the last checkpoint")
         else:
             state = protocol.LOST
             fold["error"] = ("runner process exited with code %s without a final event" % exit_code

@@ -12,7 +12,7 @@ from conftest import PYTHON, subprocess_env
 from imagegen import make_image_folder
 import runner_helpers
 from runner_helpers import events, failed_error, final, run_in_process
-from runners import generate, train_generator
+from runners import generate, protocol, train_generator
 from tiny_sd import build_tiny_sd
 
 
@@ -189,7 +189,9 @@ def test_full_disk_leaves_no_partial_image(tmp_path, model, classes, monkeypatch
 
     monkeypatch.setattr(Image.Image, "save", save)
     r = make_gen_run(tmp_path, "full", model, classes)
-    assert "disk full" in _error(r)
+    assert run(r) == protocol.NO_SPACE_EXIT
+    error = final(r)["error"]
+    assert error.startswith(f"no space left on device in {r / 'data' / 'train'}") and "synthgap resume" in error
     monkeypatch.undo()
     assert not list((r / "data").rglob(".*.tmp"))
     for p in (r / "data" / "train").rglob("*.jpg"):

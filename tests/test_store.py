@@ -64,7 +64,7 @@ def test_failed_write_changes_nothing(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("synthgap_tui.store.os.fsync", full_disk)
-    with pytest.raises(StoreError, match="No space left"):
+    with pytest.raises(StoreError, match="no space left on device in "):
         store.update(rid, state="running")
     monkeypatch.undo()
     assert store.get(rid)["state"] == "queued"

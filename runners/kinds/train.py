@@ -166,6 +166,8 @@ FIELDS = {
     "bn_eval_mode": F(str, "eval", "BatchNorm at evaluation: running or batch statistics",
                       choices=("eval", "train")),
     "mixup": F(float, 0.0, "mixup alpha; 0 = off", min=0),
+    "eval_skip_limit": F(float, 0.01, "share of the evaluation images that may be unreadable (not scored, named "
+                         "in the log, counted as eval_skipped) before the run fails", min=0, max=1),
     "report_last": F(int, 5, "epochs averaged for the reported mean ± std", min=1),
     "workers": F(int, 8, "data loader processes", min=0),
     "amp": F(bool, True, "mixed precision on CUDA (bf16 where supported)"),
@@ -255,7 +257,8 @@ KIND = Kind(
     fields=FIELDS,
     artifacts={"model": "the final weights, checkpoints/model.pt"},
     metrics=(Metric("top1", "Top-1 Acc. (%)"), Metric("top5", "Top-5 Acc. (%)"),
-             Metric("train_loss", "Train Loss", 3), Metric("linear_probe_top1", "Linear Probe (%)")),
+             Metric("train_loss", "Train Loss", 3), Metric("linear_probe_top1", "Linear Probe (%)"),
+             Metric("eval_images", "Eval Images", 0)),
     charts=(Chart("train loss", protocol.TRAIN_STEP, "step", (("loss", "loss"),)),
             Chart("top-1 / top-5 per epoch", protocol.EPOCH, "epoch", (("top1", "top-1"), ("top5", "top-5")),
                   unit="%"),
