@@ -82,6 +82,18 @@ class SynthGapApp(App):
         if self.start_supervisor:
             self.wake_supervisor()
         self.load_presets()
+        self.check_disk()
+        self.set_interval(60, self.check_disk)
+
+    @work(thread=True, group="disk", exclusive=True)
+    def check_disk(self) -> None:
+        """The header warns while the workspace's filesystem is low on space (statvfs can
+        hang on a network filesystem: off the UI thread)."""
+        from synthgap_tui.doctor import low_space
+
+        warning = low_space(self.workspace)
+        title = str(self.workspace.root) + (f"  ⚠ {warning.split(' in ')[0]}" if warning else "")
+        self.call_from_thread(setattr, self, "sub_title", title)
 
     @work(thread=True, group="presets")
     def load_presets(self) -> None:

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import importlib
-import shutil
 import sys
 from dataclasses import dataclass
 from typing import Iterator
 
+from runners import protocol
 from synthgap_tui.formatting import fmt_bytes
 from synthgap_tui.gpu import NvmlMonitor
 from synthgap_tui.workspace import Workspace
-
-MIN_FREE_DISK = 20 * 1024**3  # one synthetic ImageNet-100 is ~15 GiB of JPEGs
 
 
 @dataclass(frozen=True)
@@ -28,6 +26,18 @@ def _version(module: str) -> tuple[str | None, str | None]:
     except Exception as e:  # a broken install raises more than ImportError
         return None, f"{type(e).__name__}: {e}"
     return getattr(mod, "__version__", "?"), None
+
+
+def low_space(workspace: Workspace, free: int | None = None) -> str | None:
+    """A warning when the workspace's filesystem has less free space than config.toml's
+    ``[store] min_free_gb`` (20 GiB: a synthetic ImageNet-100 is ~15 GiB of JPEGs)."""
+    from synthgap_tui.supervisor import Config
+
+    free = protocol.free_bytes(workspace.root) if free is None else free
+    threshold = Config.load(workspace).min_free_gb * 1024**3
+    if free is None or free >= threshold:
+        return None
+    return f"only {fmt_bytes(free)} free in {workspace.root} (below [store] min_free_gb = {threshold / 1024**3:g})"
 
 
 def run_checks(workspace: Workspace, monitor: NvmlMonitor | None = None) -> Iterator[Check]:
@@ -64,15 +74,12 @@ def run_checks(workspace: Workspace, monitor: NvmlMonitor | None = None) -> Iter
         yield Check("OK", "nvml", f"driver {report.driver}; {names}")
 
     root = workspace.root
-    probe = root if root.exists() else next((p for p in root.parents if p.exists()), root)
-    try:
-        free = shutil.disk_usage(probe).free
-    except OSError as e:
-        yield Check("FAIL", "disk", f"cannot read free space of {probe}: {e.strerror}")
+    free = protocol.free_bytes(root)
+    if free is None:
+        yield Check("FAIL", "disk", f"cannot read the free space of {root}")
     else:
-        level = "OK" if free >= MIN_FREE_DISK else "WARN"
-        yield Check(level, "disk", f"{fmt_bytes(free)} free in {root}"
-                    + ("" if level == "OK" else f" (generation needs ~{fmt_bytes(MIN_FREE_DISK)})"))
+        warning = low_space(workspace, free)
+        yield Check("WARN" if warning else "OK", "disk", warning or f"{fmt_bytes(free)} free in {root}")
 
     if workspace.index_path.exists():
         from synthgap_tui.errors import StoreError

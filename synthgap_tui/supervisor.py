@@ -51,7 +51,7 @@ class Config:
     runners: dict[str, list[str]] = field(default_factory=dict)  # kind -> command prefix
     gc_keep_last: bool = True  # [gc] keep_last: `synthgap gc` keeps each run's last checkpoint
     keep_backups: int = 5  # [store] keep_backups: copies of the index `db rebuild` and `gc` keep
-    min_free_gb: float = 10.0  # [store] min_free_gb: warn (doctor, app) when the workspace has less free
+    min_free_gb: float = 20.0  # [store] min_free_gb: warn (doctor, app) when the workspace has less free
     launcher_options: dict = field(default_factory=dict)  # the table named after the launcher ([slurm])
 
     @classmethod
@@ -250,6 +250,11 @@ class Supervisor:
             resolved = resolve_artifacts(self.ws, spec)
             command = self.config.command(run["kind"])
             nodes = spec.get("nodes", 1)
+            if (why := self._disk_too_small(run, resolved)) is not None:
+                if not (run.get("error") or "").startswith(why.split(" and ")[0]):  # said once, not every pass
+                    log.warning(f"{run_id} {run.get('name')} {why}")
+                    self.store.update(run_id, error=why)
+                return True  # the next runs may fit; this one is asked again each pass
             if self.launcher.max_nodes is not None and nodes > self.launcher.max_nodes:
                 raise UserError(f"nodes = {nodes} needs a launcher that spans nodes ([supervisor] launcher = "
                                 f"\"slurm\"); {self.launcher.name} runs on one")
@@ -282,6 +287,16 @@ class Supervisor:
         log.info(f"{run_id} {run.get('name')} launched on {devices or 'cpu'}: "
                  f"{self.launcher.describe(handle)}")
         return True
+
+    def _disk_too_small(self, run: dict, spec: dict) -> str | None:
+        """Why a run that would write more than the workspace's free space waits, or None."""
+        kind = kinds.all_kinds().get(run["kind"])
+        need = kind.artifact_bytes(spec) if kind and kind.artifact_bytes else None
+        free = protocol.free_bytes(self.ws.root)
+        if need is None or free is None or need <= free:
+            return None
+        return (f"not started yet: its output needs ~{protocol.fmt_bytes(need)} and {self.ws.root} has "
+                f"{protocol.fmt_bytes(free)} free; free space (or make fewer images)")
 
     # -- main loop ------------------------------------------------------------
     def serve(self) -> int:

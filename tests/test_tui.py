@@ -344,3 +344,15 @@ def test_tags_and_a_note_from_the_app(fixture_ws):
                              "lr too high" in str(app.screen.query_one("#run-title").render()), what="note shown")
             assert "#keep" in str(app.screen.query_one("#run-title").render())
     asyncio.run(go())
+
+
+def test_the_header_warns_when_the_workspace_is_low_on_space(fixture_ws):
+    (fixture_ws.root / "config.toml").write_text("[store]\nmin_free_gb = 1e9\n")
+
+    async def go():
+        app = app_for(fixture_ws)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_until(pilot, lambda: "⚠ only" in app.sub_title, what="the low-space warning")
+            assert app.sub_title.startswith(str(fixture_ws.root)) and app.sub_title.endswith(" free")
+
+    asyncio.run(go())

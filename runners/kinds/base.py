@@ -9,6 +9,7 @@ field reference and the runners' own defaults all read it from here.
 
 from __future__ import annotations
 
+import json
 import statistics
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -136,8 +137,22 @@ def check_templates(value: list) -> str | None:
     return None
 
 
-# Built-in class lists by name (runners/classes.py); any other value is a class file.
-CLASS_LISTS = ("imagenet", "imagenet100", "aircraft", "cars", "dtd", "flowers102")
+# Built-in class lists by name and their sizes (runners/classes.py); any other value is a class file.
+CLASS_LISTS = {"imagenet": 1000, "imagenet100": 100, "aircraft": 100, "cars": 196, "dtd": 47, "flowers102": 102}
+
+
+def class_count(source: str) -> int | None:
+    """How many classes a built-in list or a class file holds, read cheaply (None: unknown)."""
+    if source in CLASS_LISTS:
+        return CLASS_LISTS[source]
+    try:
+        text = open(source, encoding="utf-8").read()
+        if source.lower().endswith(".csv"):
+            return max(0, len([line for line in text.splitlines() if line.strip()]) - 1)
+        data = json.loads(text)
+        return len(data.get("classes", []) if isinstance(data, dict) else data)
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None
 
 
 def check_class_source(value: str) -> str | None:
@@ -189,6 +204,8 @@ class Kind:
     defaults_for: Callable[[dict], dict] | None = None  # defaults that depend on the params (recipes)
     # Expected seconds of one run on one device from this kind's finished runs.
     estimate: Callable[[dict, list[dict]], float | None] = mean_run_seconds
+    # Expected bytes the run writes (None: unknown); the supervisor holds a run the disk cannot take.
+    artifact_bytes: Callable[[dict], int | None] | None = None
 
     def defaults(self, params: dict | None = None) -> dict:
         out = {k: f.default for k, f in {**COMMON, **self.fields}.items() if f.default is not None}

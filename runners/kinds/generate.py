@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from runners import protocol
-from runners.kinds.base import Chart, Field, Kind, Metric, Problem, Ref
+from runners.kinds.base import Chart, Field, Kind, Metric, Problem, Ref, class_count
 
 # Short scheduler names (runners/generate.py maps each to its diffusers class);
 # any diffusers scheduler class name (e.g. "UniPCMultistepScheduler") works too.
@@ -80,6 +80,29 @@ def check(p: dict) -> list[Problem]:
     return out
 
 
+BYTES_PER_PIXEL = {"jpg": 0.3, "png": 2.0}  # quality-95 JPEG and PNG of generated images, with margin
+
+
+def artifact_bytes(p: dict) -> int | None:
+    """What a txt2img run's images take on disk, roughly (None: unknown, e.g. img2img)."""
+    cfg = KIND.resolve(p)
+    if cfg["mode"] != "txt2img":
+        return None
+    if cfg.get("prompts"):
+        try:
+            with open(cfg["prompts"], encoding="utf-8") as f:
+                images = sum(1 for line in f if line.strip()) * cfg["images_per_prompt"]
+        except OSError:
+            return None
+    else:
+        classes = class_count(cfg["classes"])
+        if classes is None:
+            return None
+        images = classes * cfg["images_per_class"]
+    n, i = (int(x) for x in cfg["shard"].split("/"))
+    return int(images / i * cfg["width"] * cfg["height"] * BYTES_PER_PIXEL[cfg["format"]])
+
+
 KIND = Kind(
     name="generate",
     runner="runners.generate",
@@ -90,4 +113,5 @@ KIND = Kind(
     charts=(Chart("images/s  ·  GPU memory (GiB)", protocol.PROGRESS, "done", (("rate", "img/s"),),
                   gpu_memory=True),),
     check=check,
+    artifact_bytes=artifact_bytes,
 )
