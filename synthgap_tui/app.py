@@ -92,8 +92,11 @@ class SynthGapApp(App):
         from synthgap_tui.doctor import low_space
 
         warning = low_space(self.workspace)
-        title = str(self.workspace.root) + (f"  ⚠ {warning.split(' in ')[0]}" if warning else "")
-        self.call_from_thread(setattr, self, "sub_title", title)
+        self.call_from_thread(self._show_disk_warning, f"  ⚠ {warning.split(' in ')[0]}" if warning else "")
+
+    def _show_disk_warning(self, warning: str) -> None:
+        base = self.sub_title.split("  ⚠ ")[0]
+        self.sub_title = base + warning
 
     @work(thread=True, group="presets")
     def load_presets(self) -> None:
