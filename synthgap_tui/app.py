@@ -13,7 +13,7 @@ from textual.screen import Screen
 
 from synthgap_tui.gpu import NvmlMonitor
 from synthgap_tui.screens.runs import RunsScreen
-from synthgap_tui.errors import StoreCorrupt, StoreError, UserError
+from synthgap_tui.errors import StoreCorrupt, StoreError, UserError, problem
 from synthgap_tui.store import RunStore
 from synthgap_tui.workspace import Workspace
 
@@ -73,7 +73,7 @@ class SynthGapApp(App):
         try:
             n = self.store.rebuild()
         except (StoreError, OSError) as e:
-            self.call_from_thread(self.notify, f"rebuild failed: {e}", severity="error", timeout=10)
+            self.call_from_thread(self.notify, f"rebuild failed: {problem(e)}", severity="error", timeout=10)
             return
         self.call_from_thread(self.notify, f"index rebuilt from {n} run folder(s)")
 
@@ -200,8 +200,8 @@ class SynthGapApp(App):
                     annotations.note(self.store, run_id, text)
                     message = f"{run_id}: note saved" if text.strip() else f"{run_id}: note removed"
                 self.call_from_thread(self.notify, message)
-        except UserError as e:
-            self.call_from_thread(self.notify, str(e), severity="error")
+        except (UserError, OSError) as e:
+            self.call_from_thread(self.notify, problem(e), severity="error")
 
     @work(thread=True, group="lifecycle")
     def lifecycle_action(self, action: str, run_ids: list[str]) -> None:
@@ -217,8 +217,8 @@ class SynthGapApp(App):
                     ensure_supervisor(self.workspace)
                     msg = f"queued again (attempt {attempt})"
                 self.call_from_thread(self.notify, f"{run_id}: {msg}")
-            except StoreError as e:
-                self.call_from_thread(self.notify, str(e), severity="error")
+            except (StoreError, OSError) as e:
+                self.call_from_thread(self.notify, problem(e), severity="error")
 
     @work(thread=True, group="annotate")
     def archive_runs(self, run_ids: list[str], archived: bool = True) -> None:
@@ -227,8 +227,8 @@ class SynthGapApp(App):
         for run_id in run_ids:
             try:
                 self.call_from_thread(self.notify, f"{run_id}: {cleanup.archive(self.store, run_id, archived)}")
-            except UserError as e:
-                self.call_from_thread(self.notify, str(e), severity="error")
+            except (UserError, OSError) as e:
+                self.call_from_thread(self.notify, problem(e), severity="error")
 
     # Deleting asks first, with what it found in a worker (sizes, refusals).
     def remove_runs(self, run_ids: list[str]) -> None:
@@ -282,7 +282,7 @@ class SynthGapApp(App):
         try:
             freed = act()
         except (UserError, OSError) as e:
-            self.call_from_thread(self.notify, f"{what} failed: {e}", severity="error", timeout=10)
+            self.call_from_thread(self.notify, f"{what} failed: {problem(e)}", severity="error", timeout=10)
             return
         self.call_from_thread(self.notify, f"freed {fmt_bytes(freed)}")
 

@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from runners import protocol
-from synthgap_tui.errors import UserError
+from synthgap_tui.errors import UserError, problem
 from synthgap_tui.store import RunStore
 from synthgap_tui.workspace import Workspace
 
@@ -876,8 +876,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (UserError, OSError) as e:
-        # A full disk or an unwritable folder is one line too: what, where, the space left.
-        message = protocol.os_error_message(e) if isinstance(e, OSError) else str(e)
+        message = problem(e)  # a full disk or an unwritable folder is one line too
         try:
             if getattr(args, "json", False):
                 _print_json({"error": message})

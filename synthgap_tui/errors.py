@@ -30,3 +30,13 @@ class StoreCorrupt(StoreError):
 class RunNotFound(StoreError, KeyError):
     def __str__(self) -> str:  # KeyError would quote the message
         return self.args[0]
+
+
+def problem(e: Exception) -> str:
+    """The one line a user sees for an error: a file operation's says what, where and
+    (a full disk) the space left."""
+    if isinstance(e, OSError):
+        from runners.protocol import os_error_message
+
+        return os_error_message(e)
+    return str(e)

@@ -228,3 +228,12 @@ def test_doctor_and_the_supervisor_say_when_the_disk_is_too_small(tmp_path, monk
     Supervisor(ws, Config(gpus=[])).tick()
     run = store.get(run_id)
     assert run["state"] == "queued" and run["error"].startswith("not started yet: its output needs ~")
+
+
+def test_the_runs_table_shows_the_launcher_s_problem_not_unknown():
+    from synthgap_tui.formatting import fmt_gpus
+
+    run = {"where": {"job": "812", "state": "UNKNOWN", "problem": "Slurm unreachable (timeout); states unknown, "
+                     "retrying"}}
+    assert fmt_gpus(run) == "812 slurm unreachable"
+    assert fmt_gpus({"where": {"job": "812", "state": "RUNNING", "node": "n3"}}) == "812@n3"
