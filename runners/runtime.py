@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 import signal
+import time
 import traceback
 from pathlib import Path
 from typing import Any, Callable
@@ -44,6 +45,7 @@ class RunContext:
         self.checkpoints = self.run_dir / protocol.CHECKPOINT_DIR
         self.checkpoints.mkdir(exist_ok=True)
         self.stop_requested = False
+        self.progress = ProgressLog(self.spec, self.run_dir)
         signal.signal(signal.SIGTERM, self._on_sigterm)
         # Slurm's warning before a time limit or a preemption (submitit asks for USR2):
         # the same orderly stop; the job is requeued and the run resumes.
@@ -56,6 +58,9 @@ class RunContext:
     def emit(self, type: str, **fields: Any) -> None:
         if self.events is not None:
             self.events.emit(type, **fields)
+            line = self.progress.line(type, fields)
+            if line:
+                log.info(line)
 
     def log(self, message: str, level: str = "info") -> None:
         self.emit(protocol.LOG, level=level, message=message)
@@ -103,6 +108,54 @@ class RunContext:
         self.emit(protocol.FAILED, error=error, traceback=tb)
         log.error(tb)
         return 1
+
+
+class ProgressLog:
+    """The human side of the events: what stdout.log (``synthgap logs -f``) says as a run
+    goes. A line when it starts, one per epoch, progress at most every ``every`` seconds
+    (and at the end of a phase), and the outcome; every runner gets them from its events."""
+
+    SUMMARY_KEYS = ("top1_mean", "linear_probe_top1", "images", "kept", "images_per_s", "eval_skipped")
+
+    def __init__(self, spec: dict, run_dir: Path, every: float = 30.0):
+        self.spec, self.run_dir, self.every = spec, run_dir, every
+        self.last, self.eta = 0.0, None
+
+    def line(self, type: str, f: dict) -> str | None:
+        if type == protocol.START:
+            what = ", ".join(f"{k} {f[k]}" for k in ("device", "images", "classes", "train_images", "eval_images",
+                                                     "pool_images", "token") if f.get(k) is not None)
+            return (f"{self.spec.get('kind', 'run')} {self.spec.get('name', '')} ({self.run_dir.name}) "
+                    f"{'resumed' if f.get('resumed') else 'started'}" + (f": {what}" if what else ""))
+        if type == protocol.PROGRESS:
+            self.eta = f.get("eta")
+            done, total, now = f.get("done") or 0, f.get("total") or 0, time.monotonic()
+            if now - self.last < self.every and done != total:
+                return None
+            self.last = now
+            phase = f"{f['phase']}: " if f.get("phase") else ""
+            pct = f" ({100 * done / total:.0f}%)" if total else ""
+            rate = f", {f['rate']:g} {f.get('unit', 'item')}/s" if f.get("rate") else ""
+            return f"{phase}{done}/{total or '?'} {f.get('unit', 'item')}s{pct}{rate}{_eta(self.eta)}"
+        if type == protocol.EPOCH:
+            parts = [f"{label} {f[k]:{fmt}}" for k, label, fmt in (
+                ("train_loss", "train loss", ".4f"), ("top1", "top-1", ".2f"), ("top5", "top-5", ".2f"),
+                ("holdout_top1", "holdout top-1", ".2f"), ("images_per_s", "img/s", ".0f"))
+                if isinstance(f.get(k), (int, float))]
+            return f"epoch {f.get('epoch')}: " + ", ".join(parts) + _eta(self.eta)
+        if type == protocol.DONE:
+            summary = f.get("summary") or {}
+            parts = [f"{k} {summary[k]:.4g}" if isinstance(summary[k], float) else f"{k} {summary[k]}"
+                     for k in self.SUMMARY_KEYS if summary.get(k) is not None]
+            return "finished" + (f": {', '.join(parts)}" if parts else "")
+        return None
+
+
+def _eta(seconds: float | None) -> str:
+    if not seconds:
+        return ""
+    h, rest = divmod(int(seconds), 3600)
+    return f", ETA {h}:{rest // 60:02d}:{rest % 60:02d}"
 
 
 class Cancelled(Exception):

@@ -412,12 +412,32 @@ def cmd_gc(args) -> int:
 
 
 def cmd_logs(args) -> int:
+    """A run's stdout.log (or events, or its Slurm job's own output), or the supervisor's log;
+    ``-n`` the last lines, ``-f`` follows (waiting for a file not written yet) until the run ends."""
     import time
 
     store = _store(args)
-    run_id = store.resolve(args.run)
-    path = store.workspace.run_file(run_id, protocol.EVENTS_FILE if args.events else protocol.STDOUT_FILE)
+    if args.supervisor:
+        path, run_id = store.workspace.supervisor_log, None
+    else:
+        run_id = store.resolve(args.run)
+        run_dir = store.workspace.run_dir(run_id)
+        if args.job:
+            outputs = sorted((run_dir / "slurm").glob("*_log.out"), key=lambda p: p.stat().st_mtime)
+            if not outputs:
+                raise UserError(f"run {run_id} has no Slurm job output in {run_dir / 'slurm'} (not a Slurm run, "
+                                "or its job has not started)")
+            path = outputs[-1]
+        else:
+            path = run_dir / (protocol.EVENTS_FILE if args.events else protocol.STDOUT_FILE)
     offset = 0
+    if args.lines is not None and path.exists():
+        data = path.read_bytes()
+        offset = len(data)
+        sys.stdout.buffer.write(b"".join(data.splitlines(keepends=True)[-args.lines:] if args.lines else []))
+        sys.stdout.buffer.flush()
+        if not args.follow:
+            return 0
     out = sys.stdout.buffer
     while True:
         try:
@@ -430,9 +450,18 @@ def cmd_logs(args) -> int:
             out.write(chunk)
             out.flush()
             offset += len(chunk)
-        if not args.follow or store.get(run_id)["state"] in protocol.ENDED_STATES and not chunk:
+        ended = run_id is None or store.get(run_id)["state"] in protocol.ENDED_STATES
+        if not args.follow or (ended and not chunk and run_id is not None):
             return 0
         time.sleep(0.5)
+
+
+def _logs_usage(args) -> str | None:
+    if args.supervisor == bool(args.run):
+        return "logs takes a RUN, or --supervisor without one"
+    if args.lines is not None and args.lines < 0:
+        return "-n takes a number of lines >= 0"
+    return None
 
 
 def cmd_supervisor(args) -> int:
@@ -738,7 +767,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.set_defaults(func=cmd_tui)
     parser.register("action", "parsers", _Subcommands)
-    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND", dest="command")
 
     p = sub.add_parser("ls", help="list runs (archived ones with archived:all)",
                        description="List runs. QUERY words are the runs screen's filter: words, state:S, "
@@ -812,11 +841,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON only")
     p.set_defaults(func=cmd_gc)
 
-    p = sub.add_parser("logs", help="print a run's output")
-    _completes(p.add_argument("run"), "runs")
-    p.add_argument("-f", "--follow", action="store_true", help="keep printing until the run ends")
-    p.add_argument("--events", action="store_true", help="print events.jsonl instead of stdout.log")
-    p.set_defaults(func=cmd_logs)
+    p = sub.add_parser("logs", help="print a run's output (stdout.log), its events, or the supervisor's log")
+    _completes(p.add_argument("run", nargs="?", help="the run (not with --supervisor)"), "runs")
+    p.add_argument("-f", "--follow", action="store_true",
+                   help="keep printing until the run ends (waits for a log not written yet; ctrl+c stops)")
+    p.add_argument("-n", "--lines", type=int, metavar="N", help="the last N lines only (then follow with -f)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--events", action="store_true", help="print events.jsonl instead of stdout.log")
+    which.add_argument("--job", action="store_true", help="the run's Slurm job output (submitit's log file)")
+    which.add_argument("--supervisor", action="store_true", help="the supervisor's log instead of a run's")
+    p.set_defaults(func=cmd_logs, check=_logs_usage)
 
     p = sub.add_parser("supervisor", help="the background process that runs the queue")
     p.add_argument("action", choices=("status", "start", "stop"), nargs="?", default="status")
@@ -872,7 +906,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    usage = args.check(args) if getattr(args, "check", None) else None
+    if usage:
+        if getattr(args, "json", False):
+            _print_json({"error": usage})
+        else:
+            print(f"synthgap {args.command}: error: {usage}", file=sys.stderr)
+        return 2
     try:
         return args.func(args)
     except (UserError, OSError) as e:

@@ -1,3 +1,4 @@
+import json
 import math
 import signal
 import subprocess
@@ -404,3 +405,33 @@ def test_the_runner_records_its_provenance(data, tmp_path):
     assert prov["seed"] == 3 and prov["spec"]["name"] == "prov" and prov["command"][0] == sys.executable
     assert {"python", "cuda", "cudnn", "gpus", "driver", "host"} <= set(prov)
     assert any(line.startswith("torch==") for line in (r / "pip-freeze.txt").read_text().splitlines())
+
+
+def test_stdout_log_says_what_the_run_does_one_line_per_epoch_and_logs_reads_it(tmp_path):
+    """What `synthgap logs RUN -f` shows: a start line, one line per epoch, the outcome."""
+    from conftest import PYTHON, subprocess_env
+    from runners import protocol
+    from synthgap_tui.store import RunStore
+    from synthgap_tui.workspace import Workspace
+
+    data = make_dataset(tmp_path / "data", classes=2, train_per_class=4, val_per_class=2)
+    ws = Workspace(tmp_path / "ws").ensure()
+    run_id = RunStore(ws).create({"name": "logged", "kind": "train", "state": "finished"})
+    d = ws.run_dir(run_id)
+    d.mkdir(parents=True)
+    (d / "spec.json").write_text(json.dumps({**TINY, "id": run_id, "name": "logged", "kind": "train", "epochs": 3,
+                                             "train_dir": str(data / "train"), "eval_dir": str(data / "val")}))
+    with open(d / protocol.STDOUT_FILE, "wb") as out:
+        subprocess.run([PYTHON, "-m", "runners.train", "--run-dir", str(d)], stdout=out, stderr=subprocess.STDOUT,
+                       env=subprocess_env(), check=True, timeout=300)
+    lines = (d / protocol.STDOUT_FILE).read_text().splitlines()
+    assert any(f"train logged ({run_id}) started: device cpu" in line for line in lines), lines
+    for epoch in range(3):
+        assert len([line for line in lines if f" epoch {epoch}: train loss " in line and " top-1 " in line]) == 1
+    assert "finished: top1_mean" in lines[-1]
+    tail = subprocess.run([PYTHON, "-m", "synthgap_tui.cli", "-w", str(ws.root), "logs", run_id, "-n", "2"],
+                          capture_output=True, text=True, env=subprocess_env())
+    assert tail.returncode == 0 and tail.stdout.splitlines() == lines[-2:]
+    usage = subprocess.run([PYTHON, "-m", "synthgap_tui.cli", "-w", str(ws.root), "logs"], capture_output=True,
+                           text=True, env=subprocess_env())
+    assert usage.returncode == 2 and "logs takes a RUN" in usage.stderr
