@@ -50,9 +50,10 @@ def _print_json(data) -> None:
 
 
 def _print_table(header: list[str], rows: list[list[str]], title: str | None = None, keep: int = 2,
-                 styles: dict[int, Callable[[str], str]] | None = None) -> None:
+                 styles: dict[int, Callable[[str], str]] | None = None, fit: bool = True) -> None:
     """Rows as a table. The first ``keep`` columns (ids, names) are never cut:
-    on a terminal the others fold to fit; in a pipe it is plain aligned text."""
+    on a terminal the others fold to fit; in a pipe, or already fitted (``fit`` false),
+    it is plain aligned text."""
     if not sys.stdout.isatty():
         widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
         lines = ([title] if title else []) + ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip()
@@ -64,30 +65,77 @@ def _print_table(header: list[str], rows: list[list[str]], title: str | None = N
 
     table = Table(box=None, header_style="bold", title=title, title_justify="left")
     for i, col in enumerate(header):
-        table.add_column(col, no_wrap=i < keep, min_width=max((len(r[i]) for r in rows), default=0) if i < keep
-                         else None, overflow="fold")
+        table.add_column(col, no_wrap=i < keep or not fit, min_width=max((len(r[i]) for r in rows), default=0)
+                         if i < keep else None, overflow="fold" if fit else "ellipsis")
     for r in rows:
         table.add_row(*(Text(c, style=(styles or {}).get(i, lambda _: "")(c)) for i, c in enumerate(r)))
     _console().print(table)
 
 
 # -- ls / show ----------------------------------------------------------------
+# name: (header, priority): at a narrow width the largest priorities go first.
+LS_COLUMNS = {"row": ("#", 1), "id": ("id", 1), "name": ("name", 1), "state": ("state", 1), "top1": ("top-1", 2),
+              "progress": ("progress", 3), "kind": ("kind", 4), "time": ("time", 5), "experiment": ("experiment", 6),
+              "where": ("where", 7), "started": ("started", 8)}
+
+
+def short_ids(ids: list[str], at_least: int = 6) -> dict[str, str]:
+    """Each id's shortest unique prefix of at least ``at_least`` characters (git's short ids)."""
+    out = {}
+    for run_id in ids:
+        n = at_least
+        while n < len(run_id) and any(o != run_id and o.startswith(run_id[:n]) for o in ids):
+            n += 1
+        out[run_id] = run_id[:n]
+    return out
+
+
+def _ls_cells(run: dict, row: int, short: dict[str, str]) -> dict[str, str]:
+    from synthgap_tui import formatting as fm
+
+    return {"row": str(row), "id": short[run["id"]], "name": run.get("name", "-"), "state": run["state"],
+            "top1": fm.fmt_top1(run), "progress": fm.fmt_progress(run), "kind": run.get("kind", "-"),
+            "time": fm.fmt_duration(fm.run_duration(run)), "experiment": run.get("experiment", "-"),
+            "where": fm.fmt_gpus(run), "started": fm.fmt_time(run.get("started"))}
+
+
+def _sorted(runs: list[dict], field: str, descending: bool) -> list[dict]:
+    """Runs by a column or any run field; runs without a value last, whichever the direction."""
+    def value(run: dict):
+        summary = run.get("summary") or {}
+        return {"top1": summary.get("top1_mean", run.get("top1")),
+                "time": (run.get("ended") or 0) - run["started"] if run.get("started") else None,
+                "where": run.get("gpus")}.get(field, run.get(field, summary.get(field)))
+
+    have = [r for r in runs if value(r) is not None]
+    have.sort(key=lambda r: value(r) if isinstance(value(r), (int, float)) else str(value(r)), reverse=descending)
+    return have + [r for r in runs if value(r) is None]
+
+
 def cmd_ls(args) -> int:
+    import os
+    import shutil
+
     from synthgap_tui.runfilter import RunFilter
 
     store = _store(args)
     query = RunFilter.parse(" ".join(args.query))
-    flags = {"state": args.status, "kind": args.kind, "experiment": args.experiment}
+    flags = {"state": args.state, "kind": args.kind, "experiment": args.experiment}
     everything = store.list()
     runs = [r for r in everything if query.matches(r) and all(v is None or r.get(k) == v for k, v in flags.items())
             and (not args.tag or args.tag in (r.get("tags") or []))]
+    if args.sort:
+        runs = _sorted(runs, args.sort.lstrip("-"), args.sort.startswith("-"))
+    if args.last is not None:  # sorted: the first N; in creation order: the newest N
+        runs = (runs[:args.last] if args.sort else runs[-args.last:]) if args.last else []
+    if args.quiet:
+        sys.stdout.write("".join(r["id"] + "\n" for r in runs))
+        return 0
     if args.json:
         _print_json(runs)
         return 0
-    from synthgap_tui import formatting as fm
-
     if not runs:
-        filters = [f"--{k} {v}" for k, v in (("status", args.status), ("kind", args.kind),
+        filters = [f"--{k} {v}" for k, v in (("state", args.state), ("kind", args.kind),
                                             ("experiment", args.experiment), ("tag", args.tag)) if v]
         filters += args.query
         if filters and everything:
@@ -99,12 +147,34 @@ def cmd_ls(args) -> int:
             _console().print("No runs yet. Submit an experiment with `synthgap submit SPEC.toml` "
                              "or try `synthgap demo`.", markup=False)
         return 0
-    rows = [[r["id"], r.get("name", "-"), r["state"], fm.fmt_progress(r), fm.fmt_top1(r), r.get("kind", "-"),
-             r.get("experiment", "-"), fm.fmt_gpus(r), fm.fmt_time(r.get("started")),
-             fm.fmt_duration(fm.run_duration(r))] for r in runs]
-    _print_table(["id", "name", "state", "progress", "top-1", "kind", "experiment", "gpu", "started", "time"],
-                 rows, styles={2: lambda s: fm.STATE_STYLE.get(s, "")})
+    store.remember_listing([r["id"] for r in runs])  # `show 3` is the third row
+    columns = args.columns or list(LS_COLUMNS)
+    short = short_ids([r["id"] for r in everything])
+    header = [LS_COLUMNS[c][0] for c in columns]
+    rows = [[cells[c] for c in columns] for i, r in enumerate(runs, 1) for cells in [_ls_cells(r, i, short)]]
+    if sys.stdout.isatty() or "COLUMNS" in os.environ:  # a terminal (or a width asked for): fit it
+        from synthgap_tui.formatting import fit_columns
+
+        header, rows = fit_columns(header, rows, [LS_COLUMNS[c][1] for c in columns], shutil.get_terminal_size().columns,
+                                   squeeze=columns.index("name") if "name" in columns else None)
+    from synthgap_tui.formatting import STATE_STYLE
+
+    _print_table(header, rows, styles={header.index("state"): lambda s: STATE_STYLE.get(s, "")}
+                 if "state" in header else None, fit=False)
+    windows = sorted({(r.get("summary") or {}).get("last_n") for r in runs} - {None})
+    if "top-1" in header and windows:
+        _console().print(f"top-1: mean ± std over each run's last {' or '.join(map(str, windows))} epoch(s) "
+                         "(report_last)", markup=False, style="dim")
     return 0
+
+
+def _ls_columns(value: str) -> list[str]:
+    names = [c.strip() for c in value.split(",") if c.strip()]
+    unknown = [c for c in names if c not in LS_COLUMNS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown column(s) {', '.join(unknown) or '(none)'}; "
+                                         f"choose from {','.join(LS_COLUMNS)}")
+    return names
 
 
 def _state_markup(state: str) -> str:
@@ -775,7 +845,15 @@ def build_parser() -> argparse.ArgumentParser:
                        "'arch=resnet50' 'top1>70' 'experiment~mtg' (quote them: > is the shell's).")
     p.add_argument("query", nargs="*", metavar="QUERY", help="filter words and FIELD OP VALUE expressions")
     p.add_argument("--json", action="store_true", help="print JSON only")
-    p.add_argument("--status", choices=protocol.STATES, help="only runs in this state")
+    p.add_argument("-q", "--quiet", action="store_true", help="print whole run ids only, one a line (for xargs)")
+    p.add_argument("-n", type=int, dest="last", metavar="N",
+                   help="N runs only: the newest N, or the first N of --sort")
+    p.add_argument("--sort", metavar="FIELD", help="order by a column or any run field, descending with a '-' "
+                   "(--sort=-top1), e.g. top1, created, freeze_layers")
+    p.add_argument("--columns", type=_ls_columns, metavar="A,B,C",
+                   help="the columns to show, in order: " + ",".join(LS_COLUMNS))
+    p.add_argument("--state", "--status", dest="state", choices=protocol.STATES,
+                   help="only runs in this state (the filter's state:S)")
     p.add_argument("--kind", help="only runs of this kind (train, generate, …)")
     p.add_argument("--experiment", help="only runs of this experiment")
     p.add_argument("--tag", help="only runs with this tag")

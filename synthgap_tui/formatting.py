@@ -86,3 +86,26 @@ def fmt_where(run: dict) -> str:
     if where.get("requeues"):
         text += f", requeued {where['requeues']}x"
     return text + (f"; {where['problem']}" if where.get("problem") else "")
+
+
+def fit_columns(header: list[str], rows: list[list[str]], priority: list[int], width: int,
+                squeeze: int | None = None, gap: int = 2) -> tuple[list[str], list[list[str]]]:
+    """The columns that fit ``width`` without breaking a word: the lowest priorities
+    (larger numbers) go first, as ``docker ps`` drops them; then the ``squeeze`` column
+    (a name) is cut with an ellipsis, down to 12 characters."""
+    keep = list(range(len(header)))
+
+    def widths(cols, cells):
+        return [max([len(header[i])] + [len(r[i]) for r in cells]) for i in cols]
+
+    while sum(widths(keep, rows)) + gap * (len(keep) - 1) > width:
+        droppable = [i for i in keep if priority[i] > 1]
+        if not droppable:
+            break
+        keep.remove(max(droppable, key=lambda i: (priority[i], i)))
+    over = sum(widths(keep, rows)) + gap * (len(keep) - 1) - width
+    if over > 0 and squeeze in keep:
+        limit = max(12, widths([squeeze], rows)[0] - over)
+        rows = [[c if i != squeeze or len(c) <= limit else c[:limit - 1] + "…" for i, c in enumerate(r)]
+                for r in rows]
+    return [header[i] for i in keep], [[r[i] for i in keep] for r in rows]

@@ -31,10 +31,11 @@ def _resolve(exp: Experiment, ids: dict[str, str]) -> tuple[dict[str, dict], lis
     the local inputs they need as (run name, "file" or "dir", path)."""
     specs, inputs = {}, []
     now = time.time()
-    for run in exp.runs:
+    for i, run in enumerate(exp.runs):
         spec = {
             "id": ids[run.name], "name": run.name, "experiment": exp.name, "kind": run.kind,
-            "created": now, "gpus_requested": run.params.get("gpus", 1), "sweep": run.sweep_values,
+            # Distinct times in the spec's order: ids are random, and `db rebuild` keeps this order.
+            "created": now + i * 1e-6, "gpus_requested": run.params.get("gpus", 1), "sweep": run.sweep_values,
             "spec_file": exp.source, **copy.deepcopy(run.params),
             # Run ids, whether the spec wrote depends_on or a reference implied it.
             "depends_on": [ids[d] for d in run.deps],
@@ -104,8 +105,9 @@ def resolve_artifacts(ws: Workspace, spec: dict) -> dict:
     return walk(spec)
 
 
-def plan(exp: Experiment, ws: Workspace) -> tuple[dict[str, dict], list[str]]:
-    ids = {r.name: new_run_id() for r in exp.runs}
+def plan(exp: Experiment, ws: Workspace, store: RunStore | None = None) -> tuple[dict[str, dict], list[str]]:
+    fresh = store.new_ids(len(exp.runs)) if store else [new_run_id() for _ in exp.runs]
+    ids = {r.name: run_id for r, run_id in zip(exp.runs, fresh)}
     specs, inputs = _resolve(exp, ids)
     return specs, missing_inputs(inputs)
 
@@ -113,7 +115,7 @@ def plan(exp: Experiment, ws: Workspace) -> tuple[dict[str, dict], list[str]]:
 def submit(exp: Experiment, store: RunStore, spec_text: str | None = None) -> list[str]:
     """Record the experiment's runs as queued. Refuses input folders that do not exist."""
     ws = store.workspace
-    specs, missing = plan(exp, ws)
+    specs, missing = plan(exp, ws, store)
     if missing:
         raise SpecError([f"{exp.source}: {m}" for m in missing])
     if spec_text is not None:
@@ -130,7 +132,7 @@ def submit(exp: Experiment, store: RunStore, spec_text: str | None = None) -> li
     from synthgap_tui.summaries import index_fields
 
     store.create_many([{**index_fields(s), "state": protocol.QUEUED, "attempt": 1} for s in specs.values()])
-    return [s["id"] for s in specs.values()]
+    return [s["id"] for s in sorted(specs.values(), key=lambda s: s["created"])]
 
 
 def _keep_spec(ws: Workspace, exp: Experiment, spec_text: str) -> Path:

@@ -23,7 +23,7 @@ from tinydb.table import Document
 
 from runners import protocol
 from synthgap_tui.errors import RunNotFound, StoreCorrupt, StoreError
-from synthgap_tui.workspace import Workspace, is_run_id, new_run_id, run_id_to_doc_id
+from synthgap_tui.workspace import SHORT_ID, Workspace, is_run_id, new_run_id, run_id_to_doc_id
 
 SCHEMA_VERSION = 1
 TABLE = "runs"
@@ -31,6 +31,11 @@ _META = "meta"
 _HEAD_BYTES = 80  # covers '{"meta":{"schema":1,"token":"…"}' (see write)
 LOCK_TIMEOUT_S = 60
 KEEP_BACKUPS = 5  # copies of the index `db rebuild` keeps ([store] keep_backups)
+LISTING_FILE = ".last-ls"  # the run ids of the last `synthgap ls`, by row
+
+
+def creation_order(run: dict) -> tuple:
+    return run.get("created") or 0.0, run["id"]
 
 
 class AtomicJSONStorage(Storage):
@@ -145,19 +150,30 @@ class RunStore:
         with self.locked():
             existing = self._storage.read() or {}
             taken = existing.get(TABLE, {})
-            docs, ids = [], []
-            for record in records:
+            short = {d["id"][:SHORT_ID] for d in taken.values()}
+            docs, ids, now = [], [], time.time()
+            for i, record in enumerate(records):
                 run_id = record.get("id")
                 if run_id is None:
-                    run_id = new_run_id()
-                    while str(run_id_to_doc_id(run_id)) in taken or run_id in ids:
-                        run_id = new_run_id()
-                elif not is_run_id(run_id) or str(run_id_to_doc_id(run_id)) in taken:
+                    run_id = new_run_id(short)
+                elif not is_run_id(run_id) or str(run_id_to_doc_id(run_id)) in taken or run_id in ids:
                     raise StoreError(f"Run id {run_id!r} is malformed or already in the index.")
                 ids.append(run_id)
-                doc = {"state": protocol.QUEUED, "created": time.time(), **record, "id": run_id}
+                short.add(run_id[:SHORT_ID])
+                # created orders the runs (ids are random): one call's runs keep their order.
+                doc = {"state": protocol.QUEUED, "created": now + i * 1e-6, **record, "id": run_id}
                 docs.append(Document(doc, doc_id=run_id_to_doc_id(run_id)))
             self._table.insert_multiple(docs)
+        return ids
+
+    def new_ids(self, n: int) -> list[str]:
+        """``n`` fresh ids whose short forms differ from every run's and each other's
+        (submit writes run folders before the index knows them)."""
+        short = {r["id"][:SHORT_ID] for r in self.list()}
+        ids = []
+        for _ in range(n):
+            ids.append(new_run_id(short))
+            short.add(ids[-1][:SHORT_ID])
         return ids
 
     def get(self, run_id: str) -> dict | None:
@@ -203,21 +219,51 @@ class RunStore:
         data = self._storage.read() or {}
         out = [dict(d) for d in data.get(TABLE, {}).values()
                if all(d.get(k) in allowed for k, allowed in tests)]
-        out.sort(key=lambda d: d["id"])
+        out.sort(key=creation_order)
         return out
 
     def resolve(self, ref: str) -> str:
-        """A run id, a unique id prefix, or a unique run name -> run id."""
+        """A run reference -> run id: a whole id, ``@last`` (the newest run) or ``@last~N``
+        (N before it), a row number of the last ``ls`` (up to four digits), a unique id
+        prefix (four characters or more), ``EXPERIMENT/NAME``, or a unique run name."""
         runs = self.list()
-        for pick in (lambda r: r["id"] == ref, lambda r: r["id"].startswith(ref),
+        if ref.startswith("@last"):
+            back = ref[len("@last"):]
+            n = int(back[1:]) if back.startswith("~") and back[1:].isdigit() else 0 if not back else None
+            if n is None:
+                raise StoreError(f"{ref!r}: write @last or @last~N (N runs before the newest)")
+            if n >= len(runs):
+                raise RunNotFound(f"{ref!r}: the workspace has {len(runs)} run(s)")
+            return runs[-1 - n]["id"]
+        if ref.isdigit() and len(ref) <= 4:
+            rows = self.last_listing()
+            if not rows:
+                raise RunNotFound(f"{ref!r} is a row number, and `synthgap ls` has not listed runs here yet")
+            if not 1 <= int(ref) <= len(rows):
+                raise RunNotFound(f"row {ref} is not among the {len(rows)} rows `synthgap ls` printed last")
+            return rows[int(ref) - 1]
+        experiment, _, name = ref.rpartition("/")
+        for pick in (lambda r: r["id"] == ref, lambda r: len(ref) >= 4 and r["id"].startswith(ref),
+                     lambda r: bool(experiment) and r.get("experiment") == experiment and r.get("name") == name,
                      lambda r: r.get("name") == ref):
             hits = [r["id"] for r in runs if pick(r)]
             if len(hits) == 1:
                 return hits[0]
             if len(hits) > 1:
                 raise StoreError(f"{ref!r} matches {len(hits)} runs ({', '.join(hits[:5])}"
-                                 f"{', …' if len(hits) > 5 else ''}); give more of the id.")
+                                 f"{', …' if len(hits) > 5 else ''}); give more of the id, or EXPERIMENT/NAME.")
         raise RunNotFound(f"No run matches {ref!r} in {self.workspace.root} (try `synthgap ls`).")
+
+    # -- the last listing, for row numbers ------------------------------------
+    def remember_listing(self, run_ids: list[str]) -> None:
+        """What ``ls`` printed, so that ``show 3`` names its third row."""
+        protocol.write_text_atomic(self.workspace.root / LISTING_FILE, "\n".join(run_ids) + "\n")
+
+    def last_listing(self) -> list[str]:
+        try:
+            return (self.workspace.root / LISTING_FILE).read_text().split()
+        except OSError:
+            return []
 
     # -- rebuild -------------------------------------------------------------
     def rebuild(self, keep_backups: int = KEEP_BACKUPS) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,8 +13,7 @@ ENV_HOME = "SYNTHGAP_HOME"
 DEFAULT_HOME = "~/.synthgap"
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 _ID_LEN = 10
-_EPOCH_MS = 1_704_067_200_000  # 2024-01-01: keeps ids short
-_last_id = 0
+SHORT_ID = 6  # characters of an id tables show and references need
 
 
 def resolve_workspace(arg: str | os.PathLike | None = None) -> Path:
@@ -24,20 +22,15 @@ def resolve_workspace(arg: str | os.PathLike | None = None) -> Path:
     return Path(raw).expanduser().resolve()
 
 
-def new_run_id() -> str:
-    """Short, time-sortable, unique-enough id; the store checks uniqueness.
-
-    Base 36 of (milliseconds since 2024 * 1296 + random): ten characters
-    that sort by creation time and map one-to-one onto TinyDB document ids.
-    """
-    global _last_id
-    n = (int(time.time() * 1000) - _EPOCH_MS) * 1296 + secrets.randbelow(1296)
-    n = _last_id = max(n, _last_id + 1)  # ids made in one process sort in creation order
-    digits = []
-    while n:
-        n, r = divmod(n, 36)
-        digits.append(_ALPHABET[r])
-    return "".join(reversed(digits)).rjust(_ID_LEN, "0")
+def new_run_id(taken: set[str] | frozenset = frozenset()) -> str:
+    """Ten random base-36 characters whose first SHORT_ID (6) are not the first six of
+    an id in ``taken`` (short ids): a run is named by its first six characters, as
+    git names commits, even among the runs of one submission. Ids map one-to-one
+    onto TinyDB document ids; creation order is the index's ``created`` field."""
+    while True:
+        run_id = "".join(secrets.choice(_ALPHABET) for _ in range(_ID_LEN))
+        if run_id[:SHORT_ID] not in taken:
+            return run_id
 
 
 def run_id_to_doc_id(run_id: str) -> int:

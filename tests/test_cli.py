@@ -49,7 +49,7 @@ def test_a_missing_workspace_is_an_error_and_only_writers_create_one(tmp_path):
     assert f"created the workspace {tmp_path / 'h'}" in made.stderr and (tmp_path / "h" / "runs").is_dir()
     assert json.loads(run_cli("ls", "--json", env={"SYNTHGAP_HOME": tmp_path / "h"}).stdout)[0]["name"] == "g"
     nothing = run_cli("ls", "--status", "failed", env={"SYNTHGAP_HOME": tmp_path / "h"})
-    assert nothing.returncode == 0 and "No run matches --status failed." in nothing.stdout
+    assert nothing.returncode == 0 and "No run matches --state failed." in nothing.stdout
 
 
 def test_exit_codes_json_errors_version_and_escaped_text(tmp_path):
@@ -112,8 +112,8 @@ def test_ls_and_show_as_people_read_them(tmp_path, monkeypatch):
     piped = run_cli("ls", "-w", str(ws))
     assert piped.returncode == 0, piped.stderr
     lines = piped.stdout.splitlines()
-    assert lines[0].split()[:3] == ["id", "name", "state"]
-    assert any(line.startswith(f"{ids[0]}  {long_name}") for line in lines) and ids[1] in piped.stdout
+    assert lines[0].split()[:4] == ["#", "id", "name", "state"]  # ids short, as git's
+    assert lines[1].split()[:3] == ["1", ids[0][:6], long_name] and ids[1][:6] in piped.stdout
     assert "\x1b[" not in piped.stdout and "…" not in piped.stdout
     # On an 80-column terminal the ids and names stay whole too.
     from rich.console import Console
@@ -125,7 +125,7 @@ def test_ls_and_show_as_people_read_them(tmp_path, monkeypatch):
     monkeypatch.setattr(cli.sys.stdout, "isatty", lambda: True)
     assert main(["ls", "-w", str(ws)]) == 0
     text = console.export_text()
-    assert ids[0] in text and long_name in text and ids[1] in text
+    assert ids[0][:6] in text and long_name in text and ids[1][:6] in text
     shown = run_cli("show", "gen-sd14", "--workspace", str(ws))
     assert shown.returncode == 0
     assert 'name = "gen-sd14"' in shown.stdout and "True" not in shown.stdout and "'" not in shown.stdout
@@ -195,3 +195,76 @@ def test_the_unmet_promise_presets_curate_both_arms_in_the_dry_run(tmp_path):
         if name == "unmet-promise-scaling":
             assert {runs[s]["kind"] for s in sources} == {"curate"}
             assert {runs[s]["depends_on"][0].split("-raw-")[0] for s in sources} == {"retrieved", "synthetic"}
+
+
+def test_ids_of_one_submission_differ_in_their_first_six_characters(tmp_path):
+    from synthgap_tui.specs import parse_spec
+
+    ws = Workspace(tmp_path / "ws").ensure()
+    store = RunStore(ws)
+    (tmp_path / "data" / "train").mkdir(parents=True)
+    (tmp_path / "data" / "val").mkdir()
+    exp = parse_spec(f"""
+[experiment]
+name = "many"
+[datasets]
+real = {{ path = "{tmp_path / 'data'}" }}
+[runs.r]
+kind = "train"
+train = "real"
+eval = "real"
+[runs.r.sweep]
+seed = {list(range(50))}
+""")
+    from synthgap_tui import runs as lifecycle
+
+    ids = lifecycle.submit(exp, store)
+    assert len(ids) == 50 and len({i[:6] for i in ids}) == 50
+    assert [r["name"] for r in store.list()] == [f"r[seed={s}]" for s in range(50)]  # submission order kept
+    assert store.resolve(ids[7][:6]) == ids[7]
+
+
+def test_runs_are_referred_to_as_people_type_them(tmp_path):
+    ws = Workspace(tmp_path / "ws").ensure()
+    store = RunStore(ws)
+    a = store.create({"name": "base", "experiment": "first", "state": "finished"})
+    b = store.create({"name": "base", "experiment": "second", "state": "finished"})
+    c = store.create({"name": "other", "experiment": "second", "state": "queued"})
+    assert store.resolve("@last") == c and store.resolve("@last~2") == a
+    assert store.resolve("first/base") == a and store.resolve("second/base") == b
+    out = run_cli("show", "base", ws=ws.root)  # two runs of that name: the error says how to pick
+    assert out.returncode == 1 and "EXPERIMENT/NAME" in out.stderr
+    listed = run_cli("ls", "--sort=-created", ws=ws.root)
+    assert listed.returncode == 0
+    assert store.resolve("1") == c and store.resolve("3") == a  # the rows `ls` printed
+    for ref, run_id in (("@last", c), ("second/base", b), ("2", b), (a[:6], a)):
+        shown = run_cli("show", ref, "--json", ws=ws.root)
+        assert shown.returncode == 0 and json.loads(shown.stdout)["record"]["id"] == run_id, (ref, shown.stderr)
+
+
+def test_ls_fits_80_columns_without_splitting_a_word_and_takes_options(tmp_path):
+    from tui_fixtures import build_workspace
+
+    ws = build_workspace(tmp_path / "ws")
+    store = RunStore(ws)
+    store.update(store.list()[0]["id"], name="a-rather-long-run-name-for-a-sweep-member[freeze_layers=4,seed=0,"
+                                             "lr=0.1,augment=dino,mixup=0.2]",
+                 experiment="an experiment with a long name")
+    out = run_cli("ls", ws=ws.root, env={"COLUMNS": "80"})
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines), lines
+    header = lines[0].split()
+    assert header[:4] == ["#", "id", "name", "state"] and "experiment" not in header  # dropped by priority
+    words = {w for r in store.list() for w in (r["state"], r.get("kind", ""))}
+    for line in lines[1:-1]:
+        assert line.split()[3] in words  # each row whole: no state or kind broken over two lines
+    assert "…" in out.stdout  # the long name shortened, not wrapped
+    wide = run_cli("ls", ws=ws.root, env={"COLUMNS": "200"})
+    assert "experiment" in wide.stdout.splitlines()[0]
+    quiet = run_cli("ls", "-q", "-n", "3", ws=ws.root)
+    assert quiet.stdout.split() == [r["id"] for r in store.list()][-3:]
+    top = run_cli("ls", "--sort=-top1", "--columns", "name,top1", "-n", "1", ws=ws.root)
+    assert top.stdout.splitlines()[1].split()[0] == "real-only"  # the best top-1 first
+    bad = run_cli("ls", "--columns", "name,colour", ws=ws.root)
+    assert bad.returncode == 2 and "unknown column(s) colour" in bad.stderr

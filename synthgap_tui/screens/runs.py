@@ -18,6 +18,7 @@ from synthgap_tui.formatting import STATE_STYLE
 from synthgap_tui.runfilter import FilterError, RunFilter
 from synthgap_tui.widgets.gpu_panel import GpuPanel
 from synthgap_tui.widgets.runs_table import RunsTable
+from synthgap_tui.store import creation_order
 
 COLUMNS = (
     # key, title, width, cell, sort key. Fixed widths: DataTable then need not
@@ -128,7 +129,7 @@ class RunsScreen(Screen):
     def visible_runs(self) -> list[dict]:
         key = self.columns[self.sort_index][4]
         runs = [r for r in self.runs.values() if self.filter.matches(r)]
-        runs.sort(key=lambda r: r["id"])
+        runs.sort(key=creation_order)
         runs.sort(key=key, reverse=self.sort_reverse)
         return runs
 
