@@ -236,6 +236,9 @@ def cmd_show(args) -> int:
                   f"disk {fmt_bytes(info['disk_bytes'])}" + ("  [dim](archived)[/]" if record.get("archived") else ""))
     if record.get("error"):
         console.print(f"[red]error:[/] {escape(record['error'])}")
+    if not args.all:
+        _show_summary(console, store, record, info)
+        return 0
     if info["provenance"]:
         info["provenance"].pop("spec", None)  # printed above as [spec]
     for title in ("record", "spec", "status", "results", "provenance", "paths"):
@@ -243,6 +246,45 @@ def cmd_show(args) -> int:
             console.print(f"\n[bold]\\[{title}][/]")
             console.print("\n".join(escape(line) for line in _readable(info[title])), soft_wrap=True)
     return 0
+
+
+def _show_summary(console, store: RunStore, record: dict, info: dict) -> None:
+    """`show`'s short form: when (local time), the values the run used that differ from
+    its kind's defaults, its results, where its files are."""
+    from rich.markup import escape
+
+    from runners import kinds
+    from synthgap_tui.formatting import fmt_duration, run_duration
+
+    def when(ts):
+        return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+    times = [f"created {when(record.get('created'))}"] + [f"{k} {when(record[k])}" for k in ("started", "ended")
+                                                          if record.get(k)]
+    duration = run_duration(record)
+    console.print("  ".join(times) + (f"  ({fmt_duration(duration)})" if duration else ""), markup=False)
+    kind = kinds.all_kinds().get(record.get("kind"))
+    spec = info["spec"] or {}
+    if kind:
+        used, plain = kind.resolve(spec), kind.defaults({})
+        changed = {k: v for k, v in used.items() if k in kind.fields and v != plain.get(k)}
+        if changed:
+            console.print(f"\n[bold]values[/] [dim](where they differ from {kind.name}'s defaults; recipe "
+                          "included)[/]")
+            console.print("\n".join("  " + escape(line) for line in _readable(changed)), soft_wrap=True)
+    summary = info["results"] or record.get("summary") or {}
+    metrics = [m for m in (kind.metrics if kind else ()) if m.value(summary)[0] is not None]
+    if metrics:
+        console.print("\n[bold]results[/]")
+        for m in metrics:
+            mean, std = m.value(summary)
+            spread = f" ± {std:.{m.digits}f}" if std else ""
+            window = f" (last {summary['last_n']} epochs)" if m.key in ("top1", "top5") and summary.get("last_n") else ""
+            console.print(f"  {m.label}: {mean:.{m.digits}f}{spread}{window}", markup=False)
+    console.print("\n[bold]files[/]")
+    console.print(f"  {info['paths']['run_dir']}", markup=False)
+    ref = short_ids([r["id"] for r in store.list()])[record["id"]]
+    console.print(f"  log: synthgap logs {ref}   everything: synthgap show {ref} --all", markup=False, style="dim")
 
 
 # -- db -----------------------------------------------------------------------
@@ -859,9 +901,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tag", help="only runs with this tag")
     p.set_defaults(func=cmd_ls)
 
-    p = sub.add_parser("show", help="spec, status, summary and paths of one run")
-    _completes(p.add_argument("run", help="run id, id prefix or run name"), "runs")
-    p.add_argument("--json", action="store_true", help="print JSON only")
+    p = sub.add_parser("show", help="a run in short: state, times, the values it used, results, files")
+    _completes(p.add_argument("run", help="a run: id or prefix, @last, ls row number, EXPERIMENT/NAME or name"),
+               "runs")
+    p.add_argument("--all", action="store_true", help="the whole record: index, spec, status, results, provenance")
+    p.add_argument("--json", action="store_true", help="print JSON only (everything)")
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("db", help="maintain the run index")

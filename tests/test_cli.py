@@ -126,7 +126,7 @@ def test_ls_and_show_as_people_read_them(tmp_path, monkeypatch):
     assert main(["ls", "-w", str(ws)]) == 0
     text = console.export_text()
     assert ids[0][:6] in text and long_name in text and ids[1][:6] in text
-    shown = run_cli("show", "gen-sd14", "--workspace", str(ws))
+    shown = run_cli("show", "gen-sd14", "--all", "--workspace", str(ws))
     assert shown.returncode == 0
     assert 'name = "gen-sd14"' in shown.stdout and "True" not in shown.stdout and "'" not in shown.stdout
 
@@ -153,7 +153,7 @@ def test_diff_prints_the_fields_two_runs_differ_in_and_show_has_provenance(tmp_p
     assert "spec.lr" in text and "0.2" in text and "spec.train_dir" not in text
     shown = run_cli("show", "a", "--json", ws=ws)
     assert json.loads(shown.stdout)["provenance"]["libraries"]["torch"] == "2.14.1"
-    assert 'libraries.torch = "2.14.1"' in run_cli("show", "a", ws=ws).stdout
+    assert 'libraries.torch = "2.14.1"' in run_cli("show", "a", "--all", ws=ws).stdout
 
 
 def test_tags_and_notes_survive_a_rebuild_and_reach_ls_and_exports(tmp_path):
@@ -268,3 +268,26 @@ def test_ls_fits_80_columns_without_splitting_a_word_and_takes_options(tmp_path)
     assert top.stdout.splitlines()[1].split()[0] == "real-only"  # the best top-1 first
     bad = run_cli("ls", "--columns", "name,colour", ws=ws.root)
     assert bad.returncode == 2 and "unknown column(s) colour" in bad.stderr
+
+
+def test_show_is_short_in_local_time_with_the_values_the_run_used(tmp_path):
+    ws = Workspace(tmp_path / "ws").ensure()
+    store = RunStore(ws)
+    run_id = store.create({"name": "adapt", "kind": "train", "state": "finished", "started": 1_796_000_000.0,
+                           "ended": 1_796_000_960.0, "summary": {"top1_mean": 61.25, "top1_std": 0.5, "last_n": 5}})
+    d = ws.run_dir(run_id)
+    d.mkdir(parents=True)
+    (d / "spec.json").write_text(json.dumps({"id": run_id, "name": "adapt", "kind": "train",
+                                             "recipe": "unmet-promise", "lr": 3e-5}))
+    out = run_cli("show", "@last", ws=ws.root)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert len(text.splitlines()) < 40 and "1796000000" not in text  # no unix time
+    from datetime import datetime
+
+    assert datetime.fromtimestamp(1_796_000_000).strftime("%Y-%m-%d %H:%M:%S") in text and "(16m00s)" in text
+    assert "lr = 3e-05" in text and "betas = [0.9, 0.95]" in text  # what the recipe set, not only the spec
+    assert "momentum" not in text  # a default it did not change
+    assert "Top-1 Acc. (%): 61.2 ± 0.5 (last 5 epochs)" in text or "Top-1 Acc. (%): 61.3 ± 0.5 (last 5 epochs)" in text
+    full = run_cli("show", run_id, "--all", ws=ws.root)
+    assert "[provenance]" in full.stdout or "[spec]" in full.stdout
