@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from runners import protocol
-from synthgap_tui.errors import UserError, problem
+from synthgap_tui.errors import UsageError, UserError, problem
 from synthgap_tui.store import RunStore
 from synthgap_tui.workspace import Workspace
 
@@ -710,7 +710,7 @@ def cmd_tag(args) -> int:
     ops = [w for w in words if w[:1] in "+-"]
     runs = [w for w in words if w[:1] not in "+-"]
     if not runs or not ops:
-        raise UserError("usage: synthgap tag RUN... +tag -tag (at least one run and one +tag or -tag)")
+        raise UsageError("usage: synthgap tag RUN... +tag -tag (at least one run and one +tag or -tag)")
     add, remove = annotations.parse_ops(ops)
     args.runs = runs
     return _each_run(args, lambda s, run_id: "tags: " + (" ".join(annotations.tag(s, run_id, add, remove))
@@ -724,8 +724,15 @@ def cmd_note(args) -> int:
     store = _store(args)
     run_id = store.resolve(args.run)
     text = args.text
+    current = (store.get(run_id) or {}).get("note")
+    if text is None and not args.edit and (args.json or not sys.stdout.isatty()):
+        if args.json:  # reading the note: in a pipe or as JSON, nothing opens
+            _print_json({"id": run_id, "note": current})
+        elif current:
+            sys.stdout.write(current.rstrip("\n") + "\n")
+        return 0
     if text is None:
-        text = _edit((store.get(run_id) or {}).get("note") or "")
+        text = _edit(current or "")
     annotations.note(store, run_id, text)
     message = "note saved" if text.strip() else "note removed"
     if args.json:
@@ -756,6 +763,8 @@ def cmd_diff(args) -> int:
     """The spec fields and provenance in which runs differ."""
     from synthgap_tui import rundiff
 
+    if len(args.runs) < 2:
+        raise UsageError("diff compares runs: give two or more")
     store = _store(args)
     ids = [store.resolve(ref) for ref in args.runs]
     names = [store.get(i).get("name", i) for i in ids]
@@ -998,13 +1007,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print each run's outcome as JSON")
     p.set_defaults(func=cmd_tag)
 
-    p = sub.add_parser("note", help="write a run's note (without TEXT: in $EDITOR)")
-    _completes(p.add_argument("run"), "runs")
+    p = sub.add_parser("note", help="a run's note: print it (in a pipe, or --json), write TEXT, or edit it")
+    _completes(p.add_argument("run", help="the run"), "runs")
     p.add_argument("text", nargs="?", help="the note; '' removes it")
-    p.add_argument("--json", action="store_true", help="print JSON only")
+    p.add_argument("--edit", action="store_true", help="open the note in $VISUAL / $EDITOR (the default at a "
+                   "terminal without TEXT)")
+    p.add_argument("--json", action="store_true", help="print JSON only (without TEXT: the note)")
     p.set_defaults(func=cmd_note)
 
-    p = sub.add_parser("diff", help="the spec fields and provenance in which runs differ")
+    p = sub.add_parser("diff", help="the values (defaults and recipe included) and provenance in which runs differ")
     _completes(p.add_argument("runs", nargs="+", metavar="RUN", help="two runs or more"), "runs")
     p.add_argument("--json", action="store_true", help="print JSON only")
     p.set_defaults(func=cmd_diff)
@@ -1041,6 +1052,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (UserError, OSError) as e:
         message = problem(e)  # a full disk or an unwritable folder is one line too
+        code = 2 if isinstance(e, UsageError) else 1
         try:
             if getattr(args, "json", False):
                 _print_json({"error": message})
@@ -1048,7 +1060,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"synthgap: {message}", file=sys.stderr)
         except OSError:
             pass  # stdout itself is gone (a closed pipe): the exit code still says it
-        return 1
+        return code
     except KeyboardInterrupt:
         return 130
 

@@ -11,6 +11,10 @@ class UserError(Exception):
     """A mistake the user can fix; printed without a traceback."""
 
 
+class UsageError(UserError):
+    """The command was called wrongly (exit code 2, as argparse's own usage errors)."""
+
+
 class SpecError(UserError):
     """A spec problem; ``str()`` is the message to show, one problem per line."""
 

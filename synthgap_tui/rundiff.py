@@ -29,10 +29,15 @@ def provenance(ws: Workspace, run_id: str) -> dict | None:
 
 
 def view(ws: Workspace, run_id: str) -> dict[str, object]:
-    """A run's spec and provenance as one flat dict (reads two small files)."""
+    """The values a run used (its spec over its kind's defaults and recipe) and its
+    provenance, as one flat dict (reads two small files)."""
+    from runners import kinds
+
     spec = protocol.read_json(ws.run_file(run_id, protocol.SPEC_FILE), {}) or {}
+    kind = kinds.all_kinds().get(spec.get("kind"))
     prov = provenance(ws, run_id) or {}
-    return {k: v for k, v in flatten({"spec": spec, "provenance": prov}).items()
+    prov.pop("spec", None)  # the spec is in the values
+    return {k: v for k, v in flatten({"spec": kind.resolve(spec) if kind else spec, "provenance": prov}).items()
             if not any(k == d or k.startswith(d + ".") for d in ALWAYS_DIFFERENT)}
 
 

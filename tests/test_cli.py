@@ -175,7 +175,7 @@ def test_tags_and_notes_survive_a_rebuild_and_reach_ls_and_exports(tmp_path):
     assert run_cli("export", "-e", "layer-freeze", "--out", str(tmp_path / "out"), ws=ws.root).returncode == 0
     rows = {r["run"]: r for r in csv.DictReader((tmp_path / "out" / "results.csv").open())}
     assert rows["real-only"]["tags"] == "baseline sd14" and rows["real-only"]["note"].startswith("the reference")
-    assert run_cli("tag", "real-only", ws=ws.root).returncode == 1  # no +tag or -tag
+    assert run_cli("tag", "real-only", ws=ws.root).returncode == 2  # no +tag or -tag: a usage error
 
 
 def test_the_unmet_promise_presets_curate_both_arms_in_the_dry_run(tmp_path):
@@ -291,3 +291,25 @@ def test_show_is_short_in_local_time_with_the_values_the_run_used(tmp_path):
     assert "Top-1 Acc. (%): 61.2 ± 0.5 (last 5 epochs)" in text or "Top-1 Acc. (%): 61.3 ± 0.5 (last 5 epochs)" in text
     full = run_cli("show", run_id, "--all", ws=ws.root)
     assert "[provenance]" in full.stdout or "[spec]" in full.stdout
+
+
+def test_diff_compares_the_values_used_and_usage_errors_exit_2(tmp_path):
+    ws = Workspace(tmp_path / "ws").ensure()
+    store = RunStore(ws)
+    ids = []
+    for name, spec in (("fitymi", {}), ("plain", {"recipe": "plain"})):
+        run_id = store.create({"name": name, "kind": "train", "state": "finished"})
+        ws.run_dir(run_id).mkdir(parents=True)
+        (ws.run_dir(run_id) / "spec.json").write_text(json.dumps({"id": run_id, "name": name, "kind": "train", **spec}))
+        ids.append(run_id)
+    out = run_cli("diff", *ids, "--json", ws=ws.root)
+    differences = json.loads(out.stdout)["differences"]
+    assert differences["spec.epochs"] == [100, 90] and differences["spec.tau"] == [0.1, 0.0]  # the recipes' values
+    one = run_cli("diff", ids[0], ws=ws.root)
+    assert one.returncode == 2 and "give two or more" in one.stderr
+    no_change = run_cli("tag", ids[0], "--json", ws=ws.root)
+    assert no_change.returncode == 2 and "error" in json.loads(no_change.stdout)
+    store.update(ids[0], note="first line\nsecond")
+    note = run_cli("note", ids[0], ws=ws.root)  # not a terminal: print it, open nothing
+    assert note.returncode == 0 and note.stdout == "first line\nsecond\n"
+    assert json.loads(run_cli("note", ids[0], "--json", ws=ws.root).stdout)["note"] == "first line\nsecond"
