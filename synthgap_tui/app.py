@@ -304,16 +304,18 @@ class SynthGapApp(App):
         from synthgap_tui.errors import SpecError
         from synthgap_tui.supervisor import ensure_supervisor
 
+        asked = exp.name
         try:
             ids = lifecycle.submit(exp, self.store, spec_text=text)
-        except (SpecError, StoreError) as e:
-            self.call_from_thread(self.notify, str(e), severity="error", timeout=10)
+        except (SpecError, StoreError, OSError) as e:
+            self.call_from_thread(self.notify, problem(e), severity="error", timeout=10)
             return
         ensure_supervisor(self.workspace)
-        self.call_from_thread(self._after_submit, exp.name, len(ids))
+        self.call_from_thread(self._after_submit, exp.name, len(ids), asked)
 
-    def _after_submit(self, name: str, n: int) -> None:
-        self.notify(f"queued {n} run(s) of {name}")
+    def _after_submit(self, name: str, n: int, asked: str) -> None:
+        self.notify(f"queued {n} run(s) of {name}"
+                    + (f" ({asked!r} has runs already: this one is numbered)" if name != asked else ""))
         while not isinstance(self.screen, RunsScreen):
             self.pop_screen()
 

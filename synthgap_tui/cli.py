@@ -332,15 +332,20 @@ def cmd_submit(args) -> int:
             _print_plan(exp, specs, missing, as_json=args.json)
             return 0
         store = _store(args, create=True)
-        ids = lifecycle.submit(exp, store, spec_text=Path(args.spec).read_text())
+        asked = exp.name
+        ids = lifecycle.submit(exp, store, spec_text=Path(args.spec).read_text(), as_name=args.as_name)
+        renamed = exp.name != (args.as_name or asked)
     except SpecError as e:
         raise UserError(f"the spec has {len(e.problems)} problem(s):\n  " + "\n  ".join(e.problems))
     started = ensure_supervisor(store.workspace)
     if args.json:
-        _print_json({"experiment": exp.name, "runs": ids})
+        _print_json({"experiment": exp.name, "runs": ids, "renamed_from": asked if renamed else None})
     else:
         from rich.markup import escape
 
+        if renamed:
+            _console().print(f"An experiment {escape(asked)!r} has runs already: these are [bold]{escape(exp.name)}[/] "
+                             "(--as NAME picks the name).")
         _console().print(f"Queued {len(ids)} run(s) of [bold]{escape(exp.name)}[/]"
                          + ("; supervisor started." if started else "; the supervisor picks them up."))
     return 0
@@ -930,6 +935,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("submit", help="queue the runs of an experiment spec (TOML)")
     p.add_argument("spec", help="the experiment spec, e.g. one from `synthgap presets`")
     p.add_argument("--dry-run", action="store_true", help="expand and validate only; queue nothing")
+    p.add_argument("--as", dest="as_name", metavar="NAME", help="the experiment's name here (default: the spec's; "
+                   "numbered NAME-2, NAME-3 when runs have it already)")
     p.add_argument("--json", action="store_true", help="print JSON only")
     p.set_defaults(func=cmd_submit)
 

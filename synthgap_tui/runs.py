@@ -112,9 +112,26 @@ def plan(exp: Experiment, ws: Workspace, store: RunStore | None = None) -> tuple
     return specs, missing_inputs(inputs)
 
 
-def submit(exp: Experiment, store: RunStore, spec_text: str | None = None) -> list[str]:
-    """Record the experiment's runs as queued. Refuses input folders that do not exist."""
+def experiment_name(store: RunStore, name: str, chosen: str | None = None) -> str:
+    """The experiment's name here: numbered (NAME-2, NAME-3, …) when runs have it already,
+    so that results tables never hold two indistinguishable rows; a name the user
+    chose (``--as``) must be free."""
+    taken = {r.get("experiment") for r in store.list()}
+    if name not in taken:
+        return name
+    if chosen:
+        raise UserError(f"an experiment {chosen!r} has runs already; --as takes a new name")
+    n = 2
+    while f"{name}-{n}" in taken:
+        n += 1
+    return f"{name}-{n}"
+
+
+def submit(exp: Experiment, store: RunStore, spec_text: str | None = None, as_name: str | None = None) -> list[str]:
+    """Record the experiment's runs as queued, under a name no other runs have (``exp.name``
+    says which). Refuses input folders that do not exist."""
     ws = store.workspace
+    exp.name = experiment_name(store, as_name or exp.name, as_name)
     specs, missing = plan(exp, ws, store)
     if missing:
         raise SpecError([f"{exp.source}: {m}" for m in missing])

@@ -313,3 +313,23 @@ def test_diff_compares_the_values_used_and_usage_errors_exit_2(tmp_path):
     note = run_cli("note", ids[0], ws=ws.root)  # not a terminal: print it, open nothing
     assert note.returncode == 0 and note.stdout == "first line\nsecond\n"
     assert json.loads(run_cli("note", ids[0], "--json", ws=ws.root).stdout)["note"] == "first line\nsecond"
+
+
+def test_submitting_an_existing_experiment_numbers_it_or_takes_as(tmp_path, monkeypatch, capsys):
+    import synthgap_tui.supervisor
+
+    monkeypatch.setattr(synthgap_tui.supervisor, "ensure_supervisor", lambda ws: False)
+    (tmp_path / "data" / "train").mkdir(parents=True)
+    (tmp_path / "data" / "val").mkdir()
+    spec = tmp_path / "exp.toml"
+    spec.write_text(f'[experiment]\nname = "study"\n[datasets]\nreal = "{tmp_path / "data"}"\n'
+                    '[runs.a]\nkind = "train"\ntrain = "real"\neval = "real"\n')
+    ws = tmp_path / "ws"
+    assert main(["submit", str(spec), "-w", str(ws), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["experiment"] == "study"
+    assert main(["submit", str(spec), "-w", str(ws)]) == 0
+    assert "'study' has runs already: these are study-2" in capsys.readouterr().out
+    assert main(["submit", str(spec), "-w", str(ws), "--as", "ablation"]) == 0
+    assert main(["submit", str(spec), "-w", str(ws), "--as", "ablation"]) == 1
+    assert "--as takes a new name" in capsys.readouterr().err
+    assert sorted(r["experiment"] for r in RunStore(ws).list()) == ["ablation", "study", "study-2"]
