@@ -538,7 +538,7 @@ def summarize(history: list[dict], cfg: dict, trainable: int) -> dict:
     for key in ("top1", "top5", "val_loss", "train_loss"):
         values = [h[key] for h in last if h.get(key) is not None]
         out[f"{key}_mean"] = statistics.fmean(values) if values else None
-        out[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        out[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else None  # one value has no spread
     out["best_top1"] = max((h["top1"] for h in history), default=None)
     if scored:
         out["holdout_top1"] = last[-1].get("holdout_top1")

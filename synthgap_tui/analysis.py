@@ -104,19 +104,19 @@ def _metrics(runs: list[RunData]) -> tuple[list[str], list[Metric]]:
     return with_metrics, reported
 
 
-def results_table(runs: list[RunData]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows shaped like the papers' tables: one row per run, mean ± std
-    over the last epochs of each metric its kind declares (a Kind column when
-    the runs are of several kinds)."""
+def results_table(runs: list[RunData], ids: bool = False) -> tuple[list[str], list[list[str]]]:
+    """Header and rows shaped like the papers' tables: one row per run (by name; with
+    ``ids``, its id beside it, for files read later), mean ± std over the last epochs
+    of each metric its kind declares (a Kind column when the runs are of several kinds)."""
     shown, metrics = _metrics(runs)
-    header = ["Experiment"] + (["Kind"] if len(shown) > 1 else []) + [m.label for m in metrics]
+    header = ["Run"] + (["Id"] if ids else []) + (["Kind"] if len(shown) > 1 else []) + [m.label for m in metrics]
     rows = []
     for r in runs:
         if r.kind not in shown:
             continue
         own = set(kinds.get(r.kind).metrics)
         cells = [fmt_pm(*m.value(r.summary), m.digits) if m in own else "" for m in metrics]
-        rows.append([r.name] + ([r.kind] if len(shown) > 1 else []) + cells)
+        rows.append([r.name] + ([r.record["id"]] if ids else []) + ([r.kind] if len(shown) > 1 else []) + cells)
     return header, rows
 
 
@@ -125,7 +125,7 @@ def results_numbers(runs: list[RunData]) -> tuple[list[str], list[list]]:
     own, one column per swept parameter."""
     shown, metrics = _metrics(runs)
     swept = list(dict.fromkeys(k for r in runs for k in (r.spec.get("sweep") or {})))
-    header = ["run", "kind", "experiment", "tags", "note", *swept]
+    header = ["run", "id", "kind", "experiment", "tags", "note", *swept]
     for m in metrics:
         header += [f"{m.key}_mean", f"{m.key}_std"]
     rows = []
@@ -133,7 +133,7 @@ def results_numbers(runs: list[RunData]) -> tuple[list[str], list[list]]:
         if r.kind not in shown:
             continue
         own = set(kinds.get(r.kind).metrics)
-        row = [r.name, r.kind, r.record.get("experiment", ""), " ".join(r.record.get("tags") or []),
+        row = [r.name, r.record["id"], r.kind, r.record.get("experiment", ""), " ".join(r.record.get("tags") or []),
                r.record.get("note") or ""] + [(r.spec.get("sweep") or {}).get(k, "") for k in swept]
         for m in metrics:
             mean, std = m.value(r.summary) if m in own else (None, None)
@@ -338,7 +338,7 @@ def export(runs: list[RunData], out_dir: Path, title: str) -> list[Path]:
     """CSV and Markdown tables, PNG and SVG figures of these runs into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, text in (("results.csv", to_csv(*results_numbers(runs))), ("results.md", to_markdown(*results_table(runs)))):
+    for name, text in (("results.csv", to_csv(*results_numbers(runs))), ("results.md", to_markdown(*results_table(runs, ids=True)))):
         (out_dir / name).write_text(text)
         written.append(out_dir / name)
     fields = list(dict.fromkeys(k for r in runs for e in r.epochs for k in e if k not in ("t", "type", "epoch")))

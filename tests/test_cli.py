@@ -98,7 +98,7 @@ def test_export_writes_tables_and_figures(tmp_path):
     written = {p.split("/")[-1] for p in json.loads(res.stdout)}
     assert {"results.csv", "results.md", "epochs.csv", "curves.png", "curves.svg", "sweep.png", "sweep.svg"} <= written
     md = (out / "results.md").read_text()
-    assert "| real-only | 86.5 ± 1.5 |" in md and "freeze[freeze_layers=17]" in md
+    assert "| real-only | 0000000006 | 86.5 ± 1.5 |" in md and "freeze[freeze_layers=17]" in md
     assert run_cli("export", ws=ws.root).returncode == 1
 
 

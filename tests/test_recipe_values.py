@@ -136,3 +136,16 @@ def test_mixing_is_the_union_by_default_and_weighted_on_request():
     assert len(drawn) == 40 and len(set(drawn)) < 40  # drawn with replacement, by weight
     problems = KIND.problems({"mix": [{"data": "r", "weight": 3.0}, {"data": "s"}], "eval": "r"})
     assert ("mix", "weights apply to mix_sampling = \"weighted\"; the union takes each image once") in problems
+
+
+def test_a_single_reported_value_has_no_spread():
+    """report_last = 1 (the CLIP recipe): the table shows 61.0, not 61.0 ± 0.0."""
+    from synthgap_tui import analysis
+
+    history = [{"epoch": e, "top1": t, "top5": 90.0, "val_loss": 1.0, "train_loss": 1.0, "images_per_s": 1.0,
+                "skipped": 0} for e, t in enumerate([50.0, 61.0])]
+    out = train.summarize(history, {"report_last": 1}, trainable=1)
+    assert out["top1_mean"] == 61.0 and out["top1_std"] is None
+    run = analysis.RunData({"id": "abcdef0123", "name": "adapt", "kind": "train", "summary": out}, {})
+    header, rows = analysis.results_table([run], ids=True)
+    assert header[:2] == ["Run", "Id"] and rows[0][:3] == ["adapt", "abcdef0123", "61.0"]
