@@ -306,15 +306,16 @@ def cmd_doctor(args) -> int:
 
     from synthgap_tui.doctor import run_checks
 
-    checks = list(run_checks(Workspace.at(args.workspace)))
-    failures = sum(c.level == "FAIL" for c in checks)
+    checks = run_checks(Workspace.at(args.workspace))
     if args.json:
+        checks = list(checks)
         _print_json([{"level": c.level, "name": c.name, "message": c.message} for c in checks])
-        return 1 if failures else 0
-    console = _console()
-    for check in checks:
+        return 1 if any(c.level == "FAIL" for c in checks) else 0
+    console, failures = _console(), 0
+    for check in checks:  # each as it finishes: importing torch or asking NVML takes seconds
         style = {"OK": "green", "WARN": "yellow", "FAIL": "red"}[check.level]
         console.print(f"[{style}]{check.level:<4}[/] {check.name:<12} {escape(check.message)}")
+        failures += check.level == "FAIL"
     return 1 if failures else 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from dataclasses import dataclass
 from typing import Iterator
@@ -63,6 +64,10 @@ def run_checks(workspace: Workspace, monitor: NvmlMonitor | None = None) -> Iter
     for module in ("torchvision", "diffusers", "transformers"):
         version, err = _version(module)
         yield Check("FAIL", module, f"cannot import: {err}") if err else Check("OK", module, version)
+    missing = [m for m in ("tensorboard", "mlflow") if importlib.util.find_spec(m) is None]
+    yield Check("WARN", "trackers", f"{' and '.join(missing)} not installed: `synthgap export --format "
+                f"tensorboard|mlflow` needs pip install 'synthgap[trackers]'") if missing else \
+        Check("OK", "trackers", "tensorboard and mlflow installed (export --format tensorboard|mlflow)")
 
     report = (monitor or NvmlMonitor()).snapshot()
     if report.error:

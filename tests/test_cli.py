@@ -333,3 +333,12 @@ def test_submitting_an_existing_experiment_numbers_it_or_takes_as(tmp_path, monk
     assert main(["submit", str(spec), "-w", str(ws), "--as", "ablation"]) == 1
     assert "--as takes a new name" in capsys.readouterr().err
     assert sorted(r["experiment"] for r in RunStore(ws).list()) == ["ablation", "study", "study-2"]
+
+
+def test_doctor_says_when_the_trackers_extra_is_missing(tmp_path, monkeypatch):
+    import importlib.util
+
+    find = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else find(name, *a))
+    checks = {c.name: c for c in run_checks(Workspace(tmp_path / "ws"))}
+    assert checks["trackers"].level == "WARN" and "synthgap[trackers]" in checks["trackers"].message
