@@ -74,7 +74,7 @@ def test_doctor_reports_each_check_without_traceback(tmp_path):
     checks = list(run_checks(Workspace(tmp_path), monitor=__import__(
         "synthgap_tui.gpu", fromlist=["NvmlMonitor"]).NvmlMonitor(BrokenNvml())))
     names = [c.name for c in checks]
-    assert names == ["python", "torch", "torchvision", "diffusers", "transformers", "nvml", "disk", "index"]
+    assert names == ["python", "torch", "torchvision", "diffusers", "transformers", "trackers", "nvml", "disk", "index"]
     nvml = checks[names.index("nvml")]
     assert nvml.level == "WARN" and "Driver Not Loaded" in nvml.message
     out = run_cli("doctor", ws=tmp_path)
