@@ -61,21 +61,27 @@ def _run_label(record: dict) -> str:
 
 
 def to_tensorboard(ws: Workspace, records: list[dict], out: Path) -> list[Path]:
-    """One log folder per run (``<name>-<id>``) under ``out``."""
+    """One log folder per run (``<name>-<id>``) under ``out``, written afresh each time
+    (its earlier event files replaced, so exporting again repeats no step); every
+    point keeps the wall time its event had."""
     Writer = _import("tensorboard.summary").Writer
     written = []
     for record in records:
         logdir = out / _run_label(record)
+        old = list(logdir.glob("events.out.tfevents.*")) if logdir.is_dir() else []
         writer = Writer(str(logdir))
         try:
             for tag, points in curves(ws, record).items():
-                for step, value, _ in points:
-                    writer.add_scalar(tag, value, step=step)
+                for step, value, t in points:
+                    writer.add_scalar(tag, value, step=step, wall_time=t or None)
+            end = record.get("ended") or record.get("started")
             for key, value in (record.get("summary") or {}).items():
                 if _number(value) is not None:
-                    writer.add_scalar(f"results/{key}", _number(value), step=0)
+                    writer.add_scalar(f"results/{key}", _number(value), step=0, wall_time=end)
         finally:
             writer.close()
+        for path in old:  # the new file is whole: the old ones go
+            path.unlink(missing_ok=True)
         written.append(logdir)
     return written
 
@@ -101,9 +107,18 @@ def to_mlflow(ws: Workspace, records: list[dict], out: Path) -> Path:
         if record.get("note"):
             tags["mlflow.note.content"] = record["note"]
         start = record.get("started") or record.get("created") or 0
-        run = client.create_run(experiments[name], start_time=int(start * 1000), tags=tags,
-                                run_name=record.get("name", record["id"]))
-        run_id = run.info.run_id
+        # Exported before (found by its synthgap.id tag): the same MLflow run gets only what is new.
+        found = client.search_runs([experiments[name]], filter_string=f"tags.`synthgap.id` = '{record['id']}'")
+        if found:
+            run_id = found[0].info.run_id
+            for key, value in tags.items():
+                client.set_tag(run_id, key, value)
+        else:
+            run_id = client.create_run(experiments[name], start_time=int(start * 1000), tags=tags,
+                                       run_name=record.get("name", record["id"])).info.run_id
+        logged = {(m.key, m.step, m.timestamp) for key in (found[0].data.metrics if found else {})
+                  for m in client.get_metric_history(run_id, key)}
+        have_params = found[0].data.params if found else {}
         spec = protocol.read_json(ws.run_file(record["id"], protocol.SPEC_FILE), {}) or {}
         params = {**{k: v for k, v in spec.items() if isinstance(v, (str, int, float, bool))},
                   **(record.get("params") or {})}
@@ -111,7 +126,9 @@ def to_mlflow(ws: Workspace, records: list[dict], out: Path) -> Path:
                    for tag, points in curves(ws, record).items() for step, value, t in points]
         metrics += [entities.Metric(f"results.{k}", _number(v), int((record.get("ended") or start) * 1000), 0)
                     for k, v in (record.get("summary") or {}).items() if _number(v) is not None]
-        param_list = [entities.Param(k, str(v)[:MLFLOW_PARAM_LIMIT]) for k, v in sorted(params.items())]
+        metrics = [m for m in metrics if (m.key, m.step, m.timestamp) not in logged]
+        param_list = [entities.Param(k, str(v)[:MLFLOW_PARAM_LIMIT]) for k, v in sorted(params.items())
+                      if k not in have_params]
         # log_batch takes at most 1000 metrics and 100 params per call.
         for i in range(0, len(metrics), 1000):
             client.log_batch(run_id, metrics=metrics[i:i + 1000])

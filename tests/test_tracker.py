@@ -265,6 +265,15 @@ def test_tensorboard_export_reads_back_with_tensorboard(fixture_ws, tmp_path):
     assert len(scalars("train_step/loss")) == 30
     assert scalars("results/top1_mean")[0][1] == pytest.approx((84 + 86 + 87 + 87.5 + 87.8) / 5, rel=1e-6)
     assert len(list(out.iterdir())) == 7
+    events = protocol.read_events(fixture_ws.events_path(run_id))
+    wall = [e["t"] for e in events if e["type"] == "epoch"]
+    assert [e.wall_time for e in acc.Tensors("epoch/top1")] == pytest.approx(wall)  # the events' own times
+    # Exported again into the same place: the same steps, once each.
+    again = run_cli("export", "-e", "layer-freeze", "--format", "tensorboard", "--out", str(out), ws=fixture_ws.root)
+    assert again.returncode == 0
+    acc = EventAccumulator(str(out / f"real-only-{run_id}"))
+    acc.Reload()
+    assert [step for step, _ in scalars("epoch/top1")] == list(range(6)) and len(scalars("train_step/loss")) == 30
 
 
 def test_mlflow_export_reads_back_with_the_mlflow_client(fixture_ws, tmp_path, monkeypatch):
@@ -288,6 +297,13 @@ def test_mlflow_export_reads_back_with_the_mlflow_client(fixture_ws, tmp_path, m
     assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == list(
         enumerate([80, 84, 86, 87, 87.5, 87.8]))
     assert real.data.metrics["results.top1_mean"] == pytest.approx(86.46, abs=0.01)
+    # Exported again: the same MLflow runs (found by their synthgap.id), no metric point twice.
+    assert run_cli("tag", "real-only", "+again", ws=fixture_ws.root).returncode == 0
+    res = run_cli("export", "-e", "layer-freeze", "-f", "mlflow", "--out", str(out), ws=fixture_ws.root)
+    assert res.returncode == 0, res.stderr
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 7 and len(client.get_metric_history(real.info.run_id, "epoch.top1")) == 6
+    assert client.get_run(real.info.run_id).data.tags["tag.again"] == "true"  # what is new arrives
 
 
 # -- shell completion and --json ------------------------------------------------------------
