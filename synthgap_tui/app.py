@@ -25,6 +25,7 @@ class SynthGapApp(App):
     CSS_PATH = "app.tcss"
     TITLE = "SynthGap"
     BINDINGS = [
+        Binding("f1,question_mark", "toggle_keys", "Keys", key_display="F1"),
         Binding("f12", "save_screen", "Screenshot", show=False),
         Binding("q", "quit", "Quit"),
     ]
@@ -112,6 +113,13 @@ class SynthGapApp(App):
 
         if self.store_call(lambda: self.store.list(state=["queued", "starting", "running"])):
             ensure_supervisor(self.workspace)
+
+    def action_toggle_keys(self) -> None:
+        """F1 / ?: every key of the current screen (Textual's key panel), and away again."""
+        if self.screen.query("HelpPanel"):
+            self.action_hide_help_panel()
+        else:
+            self.action_show_help_panel()
 
     # -- navigation ----------------------------------------------------------
     def open_run(self, run_id: str) -> None:

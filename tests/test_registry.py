@@ -67,7 +67,7 @@ def test_a_kind_added_through_the_registry_alone_runs_end_to_end(tmp_path, monke
     assert runs["second"]["summary"]["words"] == 5
 
     listing = synthgap(ws, "ls", env=env).stdout
-    assert re.search(r"second\s+finished\s+100%\s+-\s+toy", listing)
+    assert re.search(r"second\s+finished\s+-\s+100%\s+toy", listing)
     table = synthgap(ws, "export", "-e", "toys", "--out", str(tmp_path / "out"), env=env).stdout
     assert re.search(r"second\s+5", table) and "Words" in table  # the kind's metric
 

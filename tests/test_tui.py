@@ -356,3 +356,16 @@ def test_the_header_warns_when_the_workspace_is_low_on_space(fixture_ws):
             assert app.sub_title.startswith(str(fixture_ws.root)) and app.sub_title.endswith(" free")
 
     asyncio.run(go())
+
+
+def test_f1_shows_the_keys_of_the_screen_and_hides_them_again(fixture_ws):
+    async def go():
+        app = app_for(fixture_ws)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.pause()
+            await pilot.press("f1")
+            await wait_until(pilot, lambda: bool(app.screen.query("HelpPanel")), what="the key panel")
+            await pilot.press("f1")
+            await wait_until(pilot, lambda: not app.screen.query("HelpPanel"), what="the key panel to go")
+
+    asyncio.run(go())
