@@ -69,14 +69,50 @@ def parse_spec(text: str, source: str = "<spec>", base_dir: Path | None = None) 
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise SpecError([f"{source}: not valid TOML: {e}"]) from None
-    return validate(data, source, base_dir or Path.cwd())
+    return validate(data, source, base_dir or Path.cwd(), text)
 
 
-def validate(data: dict, source: str, base_dir: Path) -> Experiment:
+_WHERE = re.compile(r"\[(?P<table>[A-Za-z0-9_.-]+?)(?:\[[^\]]*\])?\](?P<sweep>\.sweep)?(?: field '(?P<key>[^'\[]+))?")
+
+
+def line_of(text: str, where: str) -> int | None:
+    """The line of the TOML ``text`` a problem's ``where`` ("[runs.a] field 'lr'",
+    "[runs.a[seed=1]].sweep field 'lr'", "[defaults] field 'x'") points at: the key
+    in its table (or the run's sweep table, or [defaults]), else the table's header."""
+    m = _WHERE.match(where)
+    if not m:
+        return None
+    table, key = m["table"], m["key"]
+    tables = [table + ".sweep", table] if m["sweep"] else [table, table + ".sweep", "defaults"]
+    lines = text.splitlines()
+    current, found = "", {}
+    for n, line in enumerate(lines, start=1):
+        header = re.match(r"\s*\[\s*([^\]\s]+)\s*\]\s*(#.*)?$", line)
+        if header:
+            current = header[1]
+            found.setdefault((current, None), n)
+            continue
+        entry = re.match(r"\s*([A-Za-z0-9_\"'.-]+)\s*=", line)
+        if entry:
+            name = entry[1].strip("\"'")
+            found.setdefault((current, name), n)
+            if "." in name:  # a dotted key: [runs] a.kind = ...
+                head, _, last = name.rpartition(".")
+                found.setdefault((f"{current}.{head}".strip("."), last), n)
+    for t in tables:
+        if key and (t, key) in found:
+            return found[t, key]
+    return found.get((table, None))
+
+
+def validate(data: dict, source: str, base_dir: Path, text: str = "") -> Experiment:
     problems: list[str] = []
 
     def bad(where: str, msg: str) -> None:
-        problems.append(f"{source}: {where}: {msg}")
+        line = line_of(text, where) if text else None
+        problem = f"{source}{f':{line}' if line else ''}: {where}: {msg}"
+        if problem not in problems:  # once per problem, not once per sweep member
+            problems.append(problem)
 
     unknown = set(data) - {"experiment", "datasets", "runs", "defaults"}
     if unknown:
@@ -94,9 +130,16 @@ def validate(data: dict, source: str, base_dir: Path) -> Experiment:
     if not isinstance(defaults, dict):
         bad("[defaults]", "must be a table of run fields applied to every run that accepts them")
         defaults = {}
-    all_fields = set(COMMON).union(*(k.fields for k in kinds.all_kinds().values()))
-    for key in set(defaults) - all_fields:
-        bad(f"[defaults] field '{key}'", "is not a field of any run kind")
+    all_fields = {name: f for k in reversed(list(kinds.all_kinds().values())) for name, f in fields_of(k).items()}
+    for key in list(defaults):
+        if key not in all_fields:
+            hint = _close(key, all_fields)
+            bad(f"[defaults] field '{key}'", "is not a field of any run kind" + (f" (did you mean '{hint}'?)"
+                                                                                   if hint else ""))
+            defaults.pop(key)
+        elif (p := all_fields[key].problem(defaults[key])):
+            bad(f"[defaults] field '{key}'", p)  # said once here, not again for every run it reaches
+            defaults.pop(key)
     raw_runs = data.get("runs", {})
     if not isinstance(raw_runs, dict) or not raw_runs:
         bad("[runs]", "needs at least one [runs.NAME] table with a kind, e.g. kind = \"train\"")
@@ -115,11 +158,9 @@ def validate(data: dict, source: str, base_dir: Path) -> Experiment:
             bad(where, f"'{base}' is also a dataset name; references would be ambiguous, rename one")
             continue
         expanded.extend(_validate_run(base, table, defaults, bad))
-    if problems:
-        raise SpecError(problems)
 
     expanded = _fan_out(expanded)
-    _link(expanded, datasets, bad)
+    _link(expanded, datasets, bad, declared=set(raw_runs))
     if problems:
         raise SpecError(problems)
     _resolve_paths(expanded, base_dir)
@@ -202,8 +243,8 @@ def _validate_run(base: str, table: dict, defaults: dict, bad) -> list[ExpandedR
                     bad(f"{where}.sweep field '{key}'", f"value {v!r} {p}")
                     ok = False
                     break
-    if not ok:
-        return []
+    if not ok:  # the spec fails; the run is still linked so that its references are checked too
+        return [ExpandedRun(name=base, base=base, kind=kind.name, params=params, sweep_values={})]
     keys = list(sweep)
     runs = []
     for combo in itertools.product(*(sweep[k] for k in keys)) if keys else [()]:
@@ -211,8 +252,10 @@ def _validate_run(base: str, table: dict, defaults: dict, bad) -> list[ExpandedR
         name = _sweep_name(base, values)
         merged = {**params, **values}
         problems = kind.problems(merged)
-        for field_name, msg in problems:
-            bad(f"[runs.{name}]" + (f" field '{field_name}'" if field_name else ""), msg)
+        for field_name, msg in problems:  # the same problem in every member: named once, by the sweep
+            shared = all((field_name, msg) in kind.problems({**params, **dict(zip(keys, c))})
+                         for c in itertools.product(*(sweep[k] for k in keys)))
+            bad(f"[runs.{base if shared else name}]" + (f" field '{field_name}'" if field_name else ""), msg)
         if not problems:
             runs.append(ExpandedRun(name=name, base=base, kind=kind.name, params=merged, sweep_values=values))
     return runs
@@ -266,7 +309,9 @@ def _resolve_paths(runs: list[ExpandedRun], base_dir: Path) -> None:
                 run.refs[key] = ("path", run.params[key])
 
 
-def _link(runs: list[ExpandedRun], datasets: dict, bad) -> None:
+def _link(runs: list[ExpandedRun], datasets: dict, bad, declared: set[str] = frozenset()) -> None:
+    """Resolve references; one to a run that failed validation (in ``declared`` but
+    not in ``runs``) is left unsaid: that run's own problems are."""
     by_base: dict[str, list[ExpandedRun]] = {}
     for r in runs:
         by_base.setdefault(r.base, []).append(r)
@@ -291,16 +336,21 @@ def _link(runs: list[ExpandedRun], datasets: dict, bad) -> None:
                         continue
                     run.refs[path] = ("run", target.name)
                 run.deps.append(target.name)
+            elif value in declared:
+                continue
             elif ref is None:
-                bad(where, f"names '{value}', which is not a run of this spec; runs: {', '.join(by_base)}")
+                hint = _close(value, by_base)
+                bad(where, f"names '{value}', which is not a run of this spec"
+                    + (f" (did you mean '{hint}'?)" if hint else "") + f"; runs: {', '.join(by_base)}")
             elif value in datasets and ref.split:
                 run.refs[path] = ("dataset", value)
             elif ref.path and looks_like_path(value):
                 run.refs[path] = ("path", value)
             else:
                 options = ", ".join(list(datasets) + list(by_base)) or "none defined"
-                bad(where, f"names '{value}', which is neither a dataset nor a run of this spec "
-                    f"(allowed: {ref.accepts()}); known: {options}")
+                hint = _close(value, list(datasets) + list(by_base))
+                bad(where, f"names '{value}', which is neither a dataset nor a run of this spec"
+                    + (f" (did you mean '{hint}'?)" if hint else "") + f" (allowed: {ref.accepts()}); known: {options}")
         run.deps = list(dict.fromkeys(run.deps))
 
 

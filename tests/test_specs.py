@@ -26,7 +26,7 @@ MALFORMED = [
     ("[runs.g]\nkind = 'generate'\nscheduler = 'fast'", "[runs.g] field 'scheduler': is 'fast'; allowed: "
      "'default', 'ddim', 'dpm-solver++', 'euler' or a diffusers scheduler class name"),
     ("[runs.a]\nkind = 'train'\ntrain = 'real'\neval = 'real'\nepochs = 'ten'",
-     "spec.toml: [runs.a] field 'epochs': must be an integer, not str 'ten'"),
+     "spec.toml:10: [runs.a] field 'epochs': must be an integer, not str 'ten'"),
     ("[runs.a]\nkind = 'train'\ntrain = 'real'\neval = 'real'\nepoch = 10",
      "[runs.a] field 'epoch': is not a field of a train run (did you mean 'epochs'?)"),
     ("[runs.a]\nkind = 'trian'", "[runs.a] field 'kind': is 'trian' (did you mean 'train'?); allowed: 'curate', 'generate', 'retrieve', 'style-inversion', 'stylize', 'train'"),
@@ -329,3 +329,45 @@ def test_the_kept_copy_of_a_spec_names_the_same_files(tmp_path):
     assert "# kept comment" in copy.read_text()
     again = load_spec(copy).runs[0].params
     assert again["pool"] == str(tmp_path / "exp" / "pools" / "p") and again["classes"] == str(tmp_path / "exp" / "c.json")
+
+
+def test_every_problem_is_reported_at_once_with_its_line(tmp_path):
+    text = """[experiment]
+name = "bad"
+
+[datasets]
+real = { path = "/tmp" }
+
+[defaults]
+epochs = -3
+
+[runs.a]
+kind = "train"
+train = "reel"
+eval = "real"
+augment = "dinoo"
+[runs.a.sweep]
+seed = [0, 1, 2]
+
+[runs.b]
+kind = "generat"
+
+[runs.c]
+kind = "train"
+train = "real"
+eval = "real"
+[runs.c.sweep]
+freeze_layers = [4, 8]
+"""
+    with pytest.raises(SpecError) as err:
+        parse_spec(text, source="bad.toml")
+    problems = err.value.problems
+    expected = ["bad.toml:8: [defaults] field 'epochs': is -3",  # once, not once per run it reaches
+                "bad.toml:14: [runs.a] field 'augment': is 'dinoo' (did you mean 'dino'?)",
+                "bad.toml:12: [runs.a] field 'train': names 'reel'",
+                "(did you mean 'real'?)",
+                "bad.toml:19: [runs.b] field 'kind': is 'generat' (did you mean 'generate'?)",
+                "bad.toml:26: [runs.c] field 'freeze_layers': needs init_from"]  # once for the sweep
+    for e in expected:
+        assert any(e in p for p in problems), (e, problems)
+    assert len(problems) == 5, problems

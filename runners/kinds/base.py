@@ -9,6 +9,7 @@ field reference and the runners' own defaults all read it from here.
 
 from __future__ import annotations
 
+import difflib
 import json
 import statistics
 from dataclasses import dataclass, field
@@ -67,7 +68,9 @@ class Field:
         if not isinstance(value, types):
             return f"must be {_type_names(types)}, not {type(value).__name__} {value!r}"
         if self.choices is not None and value not in self.choices:
-            return f"is {value!r}; allowed: {', '.join(map(repr, self.choices))}"
+            close = difflib.get_close_matches(str(value), [str(c) for c in self.choices], n=1, cutoff=0.75)
+            return f"is {value!r}" + (f" (did you mean {close[0]!r}?)" if close else "") \
+                + f"; allowed: {', '.join(map(repr, self.choices))}"
         too_low = self.min is not None and (value <= self.min if self.min_open else value < self.min)
         if too_low or (self.max is not None and value > self.max):
             return f"is {value}; must be {self.range()}"
