@@ -852,10 +852,55 @@ def cmd_completion(args) -> int:
     if args.words:
         sys.stdout.write("".join(f"{w}\n" for w in _completion_words(args, args.words)))
         return 0
+    install = f"# install: {COMPLETION_INSTALL[args.shell]}\n"
+    if args.shell == "fish":
+        sys.stdout.write(install + fish_completion(build_parser()))
+        return 0
     import shtab
 
-    sys.stdout.write(shtab.complete(build_parser(), args.shell, preamble=_COMPLETE_PREAMBLE.get(args.shell, "")))
+    script = shtab.complete(build_parser(), args.shell, preamble=_COMPLETE_PREAMBLE.get(args.shell, ""))
+    if script.startswith(("#!", "#compdef")):  # zsh's #compdef line must stay first
+        head, _, rest = script.partition("\n")
+        script = f"{head}\n{install}{rest}"
+    else:
+        script = install + script
+    sys.stdout.write(script)
     return 0
+
+
+COMPLETION_INSTALL = {
+    "bash": "synthgap completion bash > ~/.local/share/bash-completion/completions/synthgap",
+    "zsh": "synthgap completion zsh > \"${fpath[1]}/_synthgap\"   # then: autoload -U compinit && compinit",
+    "fish": "synthgap completion fish > ~/.config/fish/completions/synthgap.fish",
+    "tcsh": "synthgap completion tcsh > ~/.synthgap.tcsh && echo 'source ~/.synthgap.tcsh' >> ~/.tcshrc",
+}
+RUNS_HELP = "runs: ids or prefixes, @last, ls row numbers, EXPERIMENT/NAME or names"
+
+
+def fish_completion(parser: argparse.ArgumentParser) -> str:
+    """A fish script from the parser (shtab has none): subcommands with their help, their
+    options, and runs, presets and kinds completed by `synthgap completion --words`."""
+    def quote(text: str | None) -> str:
+        return "'" + (text or "").replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+    lines = ["complete -c synthgap -f"]
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {c.dest: c.help for c in sub._choices_actions}
+    for name, command in sub.choices.items():
+        lines.append(f"complete -c synthgap -n __fish_use_subcommand -a {name} -d {quote(helps.get(name))}")
+        seen = f"-n '__fish_seen_subcommand_from {name}'"
+        for action in command._actions:
+            if action.help == argparse.SUPPRESS:
+                continue
+            longs = [o[2:] for o in action.option_strings if o.startswith("--")]
+            shorts = [o[1:] for o in action.option_strings if len(o) == 2]
+            if longs or shorts:
+                flags = " ".join([f"-l {o}" for o in longs] + [f"-s {o}" for o in shorts])
+                lines.append(f"complete -c synthgap {seen} {flags} -d {quote(action.help)}")
+            elif getattr(action, "complete", None):
+                what = action.complete["bash"].removeprefix("_synthgap_")
+                lines.append(f"complete -c synthgap {seen} -a '(synthgap completion --words {what} 2>/dev/null)'")
+    return "\n".join(lines) + "\n"
 
 
 def _completes(action: argparse.Action, what: str) -> None:
@@ -953,19 +998,19 @@ def build_parser() -> argparse.ArgumentParser:
             ("resume", cmd_resume, "continue ended runs from their last checkpoint"),
             ("retry", cmd_retry, "run ended runs again from scratch (old files kept in attempts/)")):
         p = sub.add_parser(name, help=text)
-        _completes(p.add_argument("runs", nargs="+", metavar="RUN"), "runs")
+        _completes(p.add_argument("runs", nargs="+", metavar="RUN", help=RUNS_HELP), "runs")
         p.add_argument("--json", action="store_true", help="print each run's outcome as JSON")
         p.set_defaults(func=func)
 
     p = sub.add_parser("rm", help="delete ended runs (refuses active runs and runs others depend on)")
-    _completes(p.add_argument("runs", nargs="+", metavar="RUN"), "runs")
+    _completes(p.add_argument("runs", nargs="+", metavar="RUN", help=RUNS_HELP), "runs")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask")
     p.add_argument("--force", action="store_true", help="also delete runs that other runs depend on")
     p.add_argument("--json", action="store_true", help="print JSON only")
     p.set_defaults(func=cmd_rm)
 
     p = sub.add_parser("archive", help="hide runs from ls and the app without deleting them")
-    _completes(p.add_argument("runs", nargs="+", metavar="RUN"), "runs")
+    _completes(p.add_argument("runs", nargs="+", metavar="RUN", help=RUNS_HELP), "runs")
     p.add_argument("--undo", action="store_true", help="show them again")
     p.add_argument("--json", action="store_true", help="print each run's outcome as JSON")
     p.set_defaults(func=cmd_archive)
@@ -992,7 +1037,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_logs, check=_logs_usage)
 
     p = sub.add_parser("supervisor", help="the background process that runs the queue")
-    p.add_argument("action", choices=("status", "start", "stop"), nargs="?", default="status")
+    p.add_argument("action", choices=("status", "start", "stop"), nargs="?", default="status",
+                   help="status (the default): is it up, and its pid; start it; stop it (runs keep going)")
     p.add_argument("--json", action="store_true", help="print JSON only")
     p.set_defaults(func=cmd_supervisor)
 
@@ -1002,7 +1048,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("export", help="CSV/Markdown tables and PNG/SVG figures of runs, or TensorBoard/MLflow logs")
-    _completes(p.add_argument("runs", nargs="*", metavar="RUN"), "runs")
+    _completes(p.add_argument("runs", nargs="*", metavar="RUN", help="these runs (default: by --experiment, or all)"),
+               "runs")
     p.add_argument("--experiment", "-e", help="every run of this experiment")
     p.add_argument("--format", "-f", choices=("tables", "tensorboard", "mlflow"), default="tables",
                    help="tables and figures (default), TensorBoard event files, or an MLflow file store")
@@ -1011,7 +1058,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("tag", help="add (+tag) and remove (-tag) tags of runs")
-    _completes(p.add_argument("words", nargs=argparse.REMAINDER, metavar="RUN... +TAG -TAG"), "runs")
+    _completes(p.add_argument("words", nargs=argparse.REMAINDER, metavar="RUN... +TAG -TAG",
+                              help="runs, then tags to add (+tag) and to remove (-tag)"), "runs")
     p.add_argument("--json", action="store_true", help="print each run's outcome as JSON")
     p.set_defaults(func=cmd_tag)
 
@@ -1033,11 +1081,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON only")
     p.set_defaults(func=cmd_kinds)
 
-    p = sub.add_parser("completion", help="print a shell completion script (bash, zsh, tcsh)",
+    p = sub.add_parser("completion", help="print a shell completion script (bash, zsh, fish, tcsh)",
                        description="Completes commands, options, run ids and names, presets and kinds. "
-                       "Bash: synthgap completion bash > ~/.local/share/bash-completion/completions/synthgap; "
-                       "zsh: synthgap completion zsh > \"${fpath[1]}/_synthgap\".")
-    p.add_argument("shell", nargs="?", choices=("bash", "zsh", "tcsh"), default="bash")
+                       "The script's first line is the command that installs it.")
+    p.add_argument("shell", nargs="?", choices=tuple(COMPLETION_INSTALL), default="bash",
+                   help="the shell (default: bash)")
     p.add_argument("--words", choices=("runs", "presets", "kinds"), help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_completion)
 

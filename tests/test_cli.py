@@ -342,3 +342,31 @@ def test_doctor_says_when_the_trackers_extra_is_missing(tmp_path, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else find(name, *a))
     checks = {c.name: c for c in run_checks(Workspace(tmp_path / "ws"))}
     assert checks["trackers"].level == "WARN" and "synthgap[trackers]" in checks["trackers"].message
+
+
+def test_every_command_and_argument_has_help_and_completion_installs_in_four_shells():
+    import argparse
+
+    from synthgap_tui.cli import build_parser
+
+    missing = []
+
+    def walk(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                helps = {c.dest: c.help for c in action._choices_actions}
+                for name, sub in action.choices.items():
+                    if not helps.get(name):
+                        missing.append(path + [name])
+                    walk(sub, path + [name])
+            elif not action.help:
+                missing.append(path + [action.dest])
+
+    walk(build_parser(), [])
+    assert missing == []
+    for shell in ("bash", "zsh", "fish", "tcsh"):
+        out = run_cli("completion", shell)
+        assert out.returncode == 0 and f"# install: synthgap completion {shell} > " in out.stdout
+    fish = run_cli("completion", "fish").stdout
+    assert "-n __fish_use_subcommand -a show -d" in fish
+    assert "'__fish_seen_subcommand_from show' -a '(synthgap completion --words runs 2>/dev/null)'" in fish
