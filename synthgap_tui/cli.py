@@ -604,13 +604,10 @@ def cmd_supervisor(args) -> int:
 
 
 # -- demo and export ------------------------------------------------------------
-DEMO_HOME = "~/.synthgap-demo"
-
-
 def cmd_demo(args) -> int:
     from synthgap_tui import demo
 
-    ws = Workspace.at(args.workspace or DEMO_HOME)
+    ws = Workspace.at(args.workspace)  # the default workspace, so that `synthgap ls` and the app show it
     try:
         ids, fresh = demo.start(ws, quick=args.quick)
     except demo.DemoError as e:
@@ -1042,7 +1039,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON only")
     p.set_defaults(func=cmd_supervisor)
 
-    p = sub.add_parser("demo", help="the whole study on a CPU in minutes (workspace ~/.synthgap-demo)")
+    p = sub.add_parser("demo", help="the whole study on a CPU in minutes, as the experiment 'demo' of the workspace")
     p.add_argument("--no-tui", action="store_true", help="wait headless and print the results table")
     p.add_argument("--quick", action="store_true", help="a cut-down demo (a smoke test, ~2 minutes)")
     p.set_defaults(func=cmd_demo)
