@@ -16,6 +16,7 @@ from pathlib import Path
 
 from runners import kinds, protocol
 from runners.kinds import Metric
+from synthgap_tui.specs import SWEEP_SEP, current_name
 from synthgap_tui.workspace import Workspace
 
 # Sweep keys that get the paper's least-squares fit top-1 = a·ln(x) + b, and
@@ -62,7 +63,7 @@ class RunData:
 
     @property
     def base(self) -> str:
-        return self.name.split("[", 1)[0]
+        return current_name(self.name).split(SWEEP_SEP, 1)[0]
 
     @property
     def summary(self) -> dict:
@@ -221,7 +222,8 @@ def find_sweep(runs: list[RunData], key: str | None = None, metric: str = "top1"
             continue
         if isinstance(x, (int, float)) and not isinstance(x, bool):
             others = ",".join(f"{k}={v}" for k, v in sweep.items() if k != key and not (key == IMAGES and k == "fraction"))
-            groups.setdefault((f"{r.base}[{others}]" if others else r.base, float(x)), []).append((value, spread))
+            groups.setdefault((f"{r.base}{SWEEP_SEP}{others}" if others else r.base, float(x)), []).append(
+                (value, spread))
         elif not r.spec.get("sweep"):
             baselines[r.name] = value
     series: dict[str, list] = {}

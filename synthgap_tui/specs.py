@@ -72,12 +72,12 @@ def parse_spec(text: str, source: str = "<spec>", base_dir: Path | None = None) 
     return validate(data, source, base_dir or Path.cwd(), text)
 
 
-_WHERE = re.compile(r"\[(?P<table>[A-Za-z0-9_.-]+?)(?:\[[^\]]*\])?\](?P<sweep>\.sweep)?(?: field '(?P<key>[^'\[]+))?")
+_WHERE = re.compile(r"\[(?P<table>[A-Za-z0-9_.-]+?)(?:@[^\]]*)?\](?P<sweep>\.sweep)?(?: field '(?P<key>[^'\[]+))?")
 
 
 def line_of(text: str, where: str) -> int | None:
     """The line of the TOML ``text`` a problem's ``where`` ("[runs.a] field 'lr'",
-    "[runs.a[seed=1]].sweep field 'lr'", "[defaults] field 'x'") points at: the key
+    "[runs.a@seed=1].sweep field 'lr'", "[defaults] field 'x'") points at: the key
     in its table (or the run's sweep table, or [defaults]), else the table's header."""
     m = _WHERE.match(where)
     if not m:
@@ -355,7 +355,19 @@ def _link(runs: list[ExpandedRun], datasets: dict, bad, declared: set[str] = fro
 
 
 def _sweep_name(base: str, values: dict) -> str:
-    return base + ("[" + ",".join(f"{k}={v}" for k, v in values.items()) + "]" if values else "")
+    """``base@key=value,key=value``: no [ ] * ? for a shell to glob, so names are typed as they are."""
+    return base + (SWEEP_SEP + ",".join(f"{k}={v}" for k, v in values.items()) if values else "")
+
+
+SWEEP_SEP = "@"
+_OLD_SWEEP_NAME = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.-]*)\[(.+)\]$")
+
+
+def current_name(name: str) -> str:
+    """A sweep member's name as this version writes it: an older workspace's
+    ``base[k=v]`` becomes ``base@k=v`` (``db rebuild`` migrates them)."""
+    m = _OLD_SWEEP_NAME.match(name)
+    return f"{m[1]}{SWEEP_SEP}{m[2]}" if m else name
 
 
 def _fan_out(runs: list[ExpandedRun]) -> list[ExpandedRun]:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Iterable
 
 from runners import kinds, protocol
+from synthgap_tui.specs import current_name
 
 # Spec keys copied into the index so the runs table needs no run directory.
 INDEX_SPEC_KEYS = ("id", "name", "experiment", "kind", "created", "depends_on", "gpus_requested")
@@ -64,6 +65,10 @@ def record_from_run_dir(run_dir: Path) -> dict | None:
     spec = protocol.read_json(run_dir / protocol.SPEC_FILE)
     if not isinstance(spec, dict) or spec.get("id") != run_dir.name:
         return None
+    if isinstance(spec.get("name"), str) and current_name(spec["name"]) != spec["name"]:
+        # A workspace from before sweep names could be typed unquoted: its names migrate once.
+        spec["name"] = current_name(spec["name"])
+        protocol.write_json_atomic(run_dir / protocol.SPEC_FILE, spec)
     record = index_fields(spec)
     status = protocol.read_json(run_dir / protocol.STATUS_FILE, {}) or {}
     record["state"] = status.get("state", protocol.QUEUED)

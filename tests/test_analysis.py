@@ -26,7 +26,7 @@ def test_results_csv_has_numbers_mean_and_std_columns_and_one_column_per_swept_k
     rows = list(csv.DictReader((tmp_path / "out" / "results.csv").open()))
     assert {"run", "kind", "experiment", "freeze_layers", "top1_mean", "top1_std", "top5_mean",
             "train_loss_mean"} <= set(rows[0])
-    row = next(r for r in rows if r["run"] == "freeze[freeze_layers=8]")
+    row = next(r for r in rows if r["run"] == "freeze@freeze_layers=8")
     assert row["freeze_layers"] == "8" and abs(float(row["top1_mean"]) - 41.0) < 1e-9
     assert float(row["top1_std"]) > 0
     real = next(r for r in rows if r["run"] == "real-only")
@@ -46,7 +46,7 @@ def test_the_data_reduction_fit_is_in_the_paper_s_convention(tmp_path):
     """Mind the Gap, Fig. 3: f(x) = -2.23 log(x) + 85.61 with x the reduction factor."""
     import math
 
-    runs = [analysis.RunData({"id": f"{i:010d}", "name": f"reduced[fraction={f}]", "kind": "train",
+    runs = [analysis.RunData({"id": f"{i:010d}", "name": f"reduced@fraction={f}", "kind": "train",
                               "summary": {"top1_mean": 85.61 - 2.23 * math.log(1 / f), "top1_std": 0.1}},
                              {"sweep": {"fraction": f}}) for i, f in enumerate([1.0, 0.5, 0.25, 0.125, 0.0625])]
     fit = analysis.find_sweep(runs).fits["reduced"]

@@ -98,14 +98,14 @@ def test_export_writes_tables_and_figures(tmp_path):
     written = {p.split("/")[-1] for p in json.loads(res.stdout)}
     assert {"results.csv", "results.md", "epochs.csv", "curves.png", "curves.svg", "sweep.png", "sweep.svg"} <= written
     md = (out / "results.md").read_text()
-    assert "| real-only | 0000000006 | 86.5 ± 1.5 |" in md and "freeze[freeze_layers=17]" in md
+    assert "| real-only | 0000000006 | 86.5 ± 1.5 |" in md and "freeze@freeze_layers=17" in md
     assert run_cli("export", ws=ws.root).returncode == 1
 
 
 def test_ls_and_show_as_people_read_them(tmp_path, monkeypatch):
     ws = tmp_path / "ws"
     store = RunStore(ws)
-    long_name = "synth-to-real[freeze_layers=16,fraction=0.125]"
+    long_name = "synth-to-real@freeze_layers=16,fraction=0.125"
     ids = [store.create({"name": long_name, "kind": "train", "state": "finished", "experiment": "mind-the-gap"}),
            store.create({"name": "gen-sd14", "kind": "generate", "state": "queued", "experiment": "mind-the-gap"})]
     # -w after the command, as people type it; in a pipe: plain text, nothing cut.
@@ -220,7 +220,7 @@ seed = {list(range(50))}
 
     ids = lifecycle.submit(exp, store)
     assert len(ids) == 50 and len({i[:6] for i in ids}) == 50
-    assert [r["name"] for r in store.list()] == [f"r[seed={s}]" for s in range(50)]  # submission order kept
+    assert [r["name"] for r in store.list()] == [f"r@seed={s}" for s in range(50)]  # submission order kept
     assert store.resolve(ids[7][:6]) == ids[7]
 
 

@@ -136,7 +136,7 @@ def test_killed_supervisor_adopts_its_jobs_and_submits_nothing_twice(cluster, tm
     sup.wait(5)
     assert cli(ws, "supervisor", "start", env=env).returncode == 0
     wait_for(lambda: set(states(ws).values()) == {"finished"}, timeout=120, what="all finished")
-    assert sorted(e[1] for e in fake_log(log) if e[0] == "start") == ["t[seed=1]", "t[seed=2]", "t[seed=3]"]
+    assert sorted(e[1] for e in fake_log(log) if e[0] == "start") == ["t@seed=1", "t@seed=2", "t@seed=3"]
 
 
 def test_a_job_whose_id_never_reached_status_json_is_adopted_not_resubmitted(cluster, tmp_path):

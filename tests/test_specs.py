@@ -111,10 +111,10 @@ def test_sweep_expands_and_dependencies_order_runs():
         "[runs.syn]\nkind = 'train'\ntrain = 'gen'\neval = 'real'\n")
     names = [r.name for r in exp.runs]
     assert len(names) == 1 + 6 + 2
-    assert "freeze[freeze_layers=17,seed=1]" in names
-    assert names.index("pre") < names.index("freeze[freeze_layers=1,seed=0]")
+    assert "freeze@freeze_layers=17,seed=1" in names
+    assert names.index("pre") < names.index("freeze@freeze_layers=1,seed=0")
     assert names.index("gen") < names.index("syn")
-    run = exp.run("freeze[freeze_layers=2,seed=1]")
+    run = exp.run("freeze@freeze_layers=2,seed=1")
     assert run.params["freeze_layers"] == 2 and run.deps == ["pre"]
     assert run.refs["train"] == ("dataset", "synth") and run.refs["init_from"] == ("run", "pre")
     assert exp.run("gen").params["guidance_scale"] == 2
@@ -135,8 +135,8 @@ def test_swept_dependency_matches_by_shared_sweep_values():
         "[runs.pre]\nkind = 'train'\ntrain = 'synth'\neval = 'real'\n[runs.pre.sweep]\nseed = [0, 1]\n"
         "[runs.ft]\nkind = 'train'\ninit_from = 'pre'\nfreeze_layers = 16\ntrain = 'real'\neval = 'real'\n"
         "[runs.ft.sweep]\nseed = [0, 1]\n")
-    assert exp.run("ft[seed=1]").deps == ["pre[seed=1]"]
-    with pytest.raises(SpecError, match=r"\[runs.ft\[seed=2\]\].*a sweep of 2 runs, and none"):  # no pre[seed=2]
+    assert exp.run("ft@seed=1").deps == ["pre@seed=1"]
+    with pytest.raises(SpecError, match=r"\[runs.ft@seed=2\].*a sweep of 2 runs, and none"):  # no pre@seed=2
         expand("[runs.pre]\nkind = 'train'\ntrain = 'synth'\neval = 'real'\n[runs.pre.sweep]\nseed = [0, 1]\n"
                "[runs.ft]\nkind = 'train'\ninit_from = 'pre'\ntrain = 'real'\neval = 'real'\n"
                "[runs.ft.sweep]\nseed = [0, 1, 2]\n")
@@ -149,12 +149,12 @@ def test_a_run_naming_a_sweep_it_does_not_share_runs_once_per_member():
                  "[runs.probe]\nkind = 'train'\ninit_from = 'student'\nfreeze_layers = 17\ntrain = 'real'\n"
                  "eval = 'real'\n")
     names = [r.name for r in exp.runs]
-    assert "student[seed=1,guidance_scale=4.0]" in names and len([n for n in names if n.startswith("student")]) == 6
-    run = exp.run("student[seed=0,guidance_scale=2.0]")
-    assert run.deps == ["gen[guidance_scale=2.0]"] and run.sweep_values == {"seed": 0, "guidance_scale": 2.0}
+    assert "student@seed=1,guidance_scale=4.0" in names and len([n for n in names if n.startswith("student")]) == 6
+    run = exp.run("student@seed=0,guidance_scale=2.0")
+    assert run.deps == ["gen@guidance_scale=2.0"] and run.sweep_values == {"seed": 0, "guidance_scale": 2.0}
     assert "guidance_scale" not in run.params  # a train run has no such field; it is how the run is named
-    probe = exp.run("probe[seed=0,guidance_scale=2.0]")
-    assert probe.deps == ["student[seed=0,guidance_scale=2.0]"] and len([n for n in names if n.startswith("probe")]) == 6
+    probe = exp.run("probe@seed=0,guidance_scale=2.0")
+    assert probe.deps == ["student@seed=0,guidance_scale=2.0"] and len([n for n in names if n.startswith("probe")]) == 6
 
 
 def test_defaults_apply_where_the_field_exists():
@@ -192,7 +192,7 @@ def test_every_preset_expands_and_dry_run_warns_about_placeholder_folders(tmp_pa
     # Swept synthetic sets feed one student each: the guidance ablation, the gamma sweep, the volume study.
     generation = load_spec(presets["generation"].path)
     assert {r.sweep_values["guidance_scale"]: r.deps for r in generation.runs if r.base == "student-guidance"} == \
-        {g: [f"guidance[guidance_scale={g}]"] for g in (1.0, 2.0, 3.0, 5.0, 7.5)}
+        {g: [f"guidance@guidance_scale={g}"] for g in (1.0, 2.0, 3.0, 5.0, 7.5)}
     assert len([r for r in generation.runs if r.base == "student-img2img"]) == 4
     bridged = load_spec(presets["bridged-transfer"].path)
     assert sorted(r.sweep_values["images_per_class"] for r in bridged.runs if r.base == "bridged-aircraft-volume") \
@@ -231,9 +231,9 @@ def test_every_preset_expands_and_dry_run_warns_about_placeholder_folders(tmp_pa
     assert {r.params["recipe"] for r in scaling.values() if r.kind == "train"} == {"unmet-promise"}
     perturb = {r.name: r for r in load_spec(presets["unmet-promise-perturb"].path).runs}
     assert sorted((r.deps[0], r.params["seed"]) for r in perturb.values() if r.base == "adapt-perturbed") == \
-        [(f"perturbed[strength={g}]", s) for g in (0.2, 0.4, 0.6, 0.8) for s in (0, 1, 2)]
+        [(f"perturbed@strength={g}", s) for g in (0.2, 0.4, 0.6, 0.8) for s in (0, 1, 2)]
     assert perturb["retrieved"].kind == "curate" and perturb["retrieved"].refs["dedup_against"] == ("dataset", "target")
-    assert all(perturb[f"perturbed[strength={g}]"].params["width"] == 512 for g in (0.2, 0.8))
+    assert all(perturb[f"perturbed@strength={g}"].params["width"] == 512 for g in (0.2, 0.8))
     table4 = load_spec(presets["mtg-unclip"].path)
     assert {r.deps[0] for r in table4.runs if r.kind == "train"} == \
         {"gen-unclip", "gen-sd21", "gen-sd14"}

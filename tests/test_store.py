@@ -188,3 +188,20 @@ def test_newer_schema_is_refused_clearly(tmp_path):
     (tmp_path / "runs.json").write_text(json.dumps(data))
     with pytest.raises(StoreError, match="newer SynthGap"):
         RunStore(tmp_path).list()
+
+
+def test_db_rebuild_migrates_sweep_names_a_shell_would_glob(tmp_path):
+    """Before, a sweep member was 'base[k=v]': bash expanded it and zsh refused it."""
+    import json
+
+    from synthgap_tui.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws").ensure()
+    store = RunStore(ws)
+    run_id = store.create({"name": "freeze[freeze_layers=4,seed=0]", "state": "finished"})
+    ws.run_dir(run_id).mkdir(parents=True)
+    (ws.run_dir(run_id) / "spec.json").write_text(json.dumps({"id": run_id, "name": "freeze[freeze_layers=4,seed=0]"}))
+    store.rebuild()
+    assert store.get(run_id)["name"] == "freeze@freeze_layers=4,seed=0"
+    assert json.loads((ws.run_dir(run_id) / "spec.json").read_text())["name"] == "freeze@freeze_layers=4,seed=0"
+    assert store.resolve("freeze@freeze_layers=4,seed=0") == run_id

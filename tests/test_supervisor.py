@@ -122,7 +122,7 @@ def test_killed_supervisor_is_replaced_and_nothing_runs_twice(tmp_path):
     assert cli(ws, "supervisor", "start", env=env).returncode == 0
     wait_for(lambda: set(states(ws).values()) == {"finished"}, timeout=90, what="all finished")
     starts = [e[1] for e in fake_log(log) if e[0] == "start"]
-    assert sorted(starts) == ["t[seed=1]", "t[seed=2]", "t[seed=3]"]
+    assert sorted(starts) == ["t@seed=1", "t@seed=2", "t@seed=3"]
 
 
 def test_two_gpus_five_runs_one_run_per_gpu(tmp_path):

@@ -30,14 +30,14 @@ def names(out) -> list[str]:
 # -- search by hyperparameter and result ------------------------------------------
 def test_field_expressions_search_parameters_and_results(fixture_ws):
     assert names(run_cli("ls", "--json", "freeze_layers>=12", ws=fixture_ws.root)) == [
-        "freeze[freeze_layers=12]", "freeze[freeze_layers=16]", "freeze[freeze_layers=17]"]
+        "freeze@freeze_layers=12", "freeze@freeze_layers=16", "freeze@freeze_layers=17"]
     # A default the spec did not set is a parameter too; top1 is the finished run's mean.
     assert len(names(run_cli("ls", "--json", "arch=resnet50", "kind:train", ws=fixture_ws.root))) == 12
     assert names(run_cli("ls", "--json", "top1>80", ws=fixture_ws.root)) == ["real-only"]
     assert names(run_cli("ls", "--json", "experiment~reduc", "top1<72", ws=fixture_ws.root)) == [
-        "reduced[fraction=0.125]"]
+        "reduced@fraction=0.125"]
     assert names(run_cli("ls", "--json", "fraction!=1", "fraction<=0.5", "reduced", ws=fixture_ws.root)) == [
-        "reduced[fraction=0.125]", "reduced[fraction=0.25]", "reduced[fraction=0.5]"]
+        "reduced@fraction=0.125", "reduced@fraction=0.25", "reduced@fraction=0.5"]
     assert names(run_cli("ls", "--json", "state:failed", "kind=generate", ws=fixture_ws.root)) == ["gen-sd14"]
     typo = run_cli("ls", "frezee_layers>3", ws=fixture_ws.root)
     assert typo.returncode == 0 and "No run has a field 'frezee_layers'" in typo.stdout
@@ -289,7 +289,7 @@ def test_mlflow_export_reads_back_with_the_mlflow_client(fixture_ws, tmp_path, m
     experiment = client.get_experiment_by_name("layer-freeze")
     found = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
     assert len(found) == 7
-    real, frozen = found["real-only"], found["freeze[freeze_layers=8]"]
+    real, frozen = found["real-only"], found["freeze@freeze_layers=8"]
     assert real.info.status == "FINISHED" and real.data.tags["tag.baseline"] == "true"
     assert real.data.tags["mlflow.note.content"] == "the reference"
     assert frozen.data.params["freeze_layers"] == "8" and frozen.data.params["arch"] == "resnet50"

@@ -270,7 +270,7 @@ def test_main_flow_compose_submit_watch_compare_export(tmp_path):
             names = {p.name for p in out.iterdir()}
             assert {"results.csv", "results.md", "epochs.csv", "curves.png", "curves.svg", "sweep.png",
                     "sweep.svg"} <= names
-            assert "reduced[fraction=0.5]" in (out / "results.md").read_text()
+            assert "reduced@fraction=0.5" in (out / "results.md").read_text()
     try:
         asyncio.run(go())
     finally:

@@ -56,11 +56,11 @@ def build_workspace(root: Path) -> Workspace:
     ws = Workspace(root).ensure()
     for n in (4, 8, 12, 16, 17):
         curve = [30 + n + e for e in range(6)]
-        _run(ws, f"freeze[freeze_layers={n}]", "layer-freeze", "finished", curve, {"freeze_layers": n})
+        _run(ws, f"freeze@freeze_layers={n}", "layer-freeze", "finished", curve, {"freeze_layers": n})
     _run(ws, "real-only", "layer-freeze", "finished", [80, 84, 86, 87, 87.5, 87.8])
     _run(ws, "synth-only", "layer-freeze", "finished", [50, 58, 62, 64, 64.5, 64.8])
     for f in (1.0, 0.5, 0.25, 0.125):
-        _run(ws, f"reduced[fraction={f}]", "data reduction", "finished",
+        _run(ws, f"reduced@fraction={f}", "data reduction", "finished",
              [70 + 3 * f * e for e in range(6)], {"fraction": f})
     _run(ws, "gen-sd14", "data reduction", "failed", kind="generate", error="model folder /models/sd14 not found")
     _run(ws, "pretrain-synth", "data reduction", "queued")

@@ -180,7 +180,7 @@ class RunsScreen(Screen):
         self.shown[run["id"]] = cells
 
     def _cells(self, run: dict, now: float) -> list:
-        # Names are Text, not str: "freeze[freeze_layers=3]" is not markup.
+        # Names are Text, not str: "freeze@freeze_layers=3" is not markup.
         if self.disk_use is not None:
             run = {**run, "disk_bytes": self.disk_use.get(run["id"])}
         cells = [fn(run, now) for _, _, _, fn, _ in self.columns]
