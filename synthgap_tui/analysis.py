@@ -291,28 +291,49 @@ def _pyplot():
     return plt
 
 
+# Series beyond ten stay apart: ten colours, then another marker and line style per round.
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+LINESTYLES = ("-", "--", "-.", ":")
+BASELINE_STYLES = ((0, (1, 1)), "--", "-.", ":", (0, (5, 1, 1, 1)))  # baselines: grey, each its own dash
+
+
+def series_style(i: int) -> dict:
+    """Colour, marker and line style of the i-th series: no two alike for 28 series."""
+    return {"color": f"C{i % 10}", "marker": MARKERS[(i // 10) % len(MARKERS)],
+            "linestyle": LINESTYLES[(i // 10) % len(LINESTYLES)]}
+
+
+def _legend(ax) -> None:
+    """Beside the axes, not over the data, at any figure size."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
+
+
 def sweep_figure(sweeps: list[Sweep], title: str):
     """One panel per metric (The Unmet Promise's Fig. 2 has zero-shot and linear probe):
     series with error bars, fits dashed, baselines (an off-the-shelf model) dotted."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(sweeps), figsize=(6.4 * len(sweeps), 4.2), dpi=120, squeeze=False)
     for ax, sweep in zip(axes[0], sweeps):
-        for name, points in sweep.series.items():
+        for i, (name, points) in enumerate(sweep.series.items()):
             xs, ys, ss = zip(*points)
-            ax.errorbar(xs, ys, yerr=ss, marker="o", capsize=3, label=name)
+            style = series_style(i)
+            ax.errorbar(xs, ys, yerr=ss, capsize=3, label=name, **style)
             if name in sweep.fits:
                 fit = sweep.fits[name]
                 grid = [min(xs) * (max(xs) / min(xs)) ** (i / 50) for i in range(51)]
-                ax.plot(grid, [fit.at(x) for x in grid], "--", alpha=0.7, label=f"{name}: {fit}")
-        for name, value in sweep.baselines.items():
-            ax.axhline(value, linestyle="--" if sweep.key == IMAGES else ":", color="gray", label=name)
+                ax.plot(grid, [fit.at(x) for x in grid], linestyle=(0, (4, 2)), color=style["color"], alpha=0.7,
+                        label=f"{name}: {fit}")
+        for j, (name, value) in enumerate(sweep.baselines.items()):
+            ax.axhline(value, linestyle=BASELINE_STYLES[j % len(BASELINE_STYLES)],
+                       color=str(0.2 + 0.5 * (j % 3) / 2), label=f"{name} ({value:.1f})")
         if sweep.log_x:
             ax.set_xscale("log")
         ax.set_xlabel(AXIS_LABELS.get(sweep.key, sweep.key))
         ax.set_ylabel(SWEEP_METRICS[sweep.metric])
         ax.set_title(title if len(sweeps) == 1 else f"{title}: {SWEEP_METRICS[sweep.metric]}")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        _legend(ax)
     fig.tight_layout()
     return fig
 
@@ -320,18 +341,18 @@ def sweep_figure(sweeps: list[Sweep], title: str):
 def curves_figure(runs: list[RunData], metric: str = "top1", title: str = ""):
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    drawn = False
-    for r in runs:
+    drawn = [r for r in runs if any(e.get(metric) is not None for e in r.epochs)]
+    for i, r in enumerate(drawn):
         pts = [(e["epoch"], e[metric]) for e in r.epochs if e.get(metric) is not None]
-        if pts:
-            ax.plot(*zip(*pts), label=r.name)
-            drawn = True
+        style = series_style(i)
+        if len(pts) > 1:  # a single epoch (an off-the-shelf model) is a marker, not an invisible line
+            style["marker"] = None
+        ax.plot(*zip(*pts), label=r.name, **style)
     ax.set_xlabel("epoch")
     ax.set_ylabel({"top1": "top-1 accuracy (%)", "top5": "top-5 accuracy (%)"}.get(metric, metric))
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    if drawn:
-        ax.legend(fontsize=7)
+    _legend(ax)
     fig.tight_layout()
     return fig
 
@@ -340,7 +361,8 @@ def export(runs: list[RunData], out_dir: Path, title: str) -> list[Path]:
     """CSV and Markdown tables, PNG and SVG figures of these runs into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, text in (("results.csv", to_csv(*results_numbers(runs))), ("results.md", to_markdown(*results_table(runs, ids=True)))):
+    for name, text in (("results.csv", to_csv(*results_numbers(runs))),
+                       ("results.md", to_markdown(*results_table(runs, ids=True)))):
         (out_dir / name).write_text(text)
         written.append(out_dir / name)
     fields = list(dict.fromkeys(k for r in runs for e in r.epochs for k in e if k not in ("t", "type", "epoch")))
@@ -359,7 +381,7 @@ def export(runs: list[RunData], out_dir: Path, title: str) -> list[Path]:
     for stem, fig in figures.items():
         for ext in ("png", "svg"):
             path = out_dir / f"{stem}.{ext}"
-            fig.savefig(path)
+            fig.savefig(path, bbox_inches="tight")  # the legend sits beside the axes
             written.append(path)
         plt.close(fig)
     return written

@@ -95,3 +95,23 @@ def test_export_draws_figure_2_with_both_panels(tmp_path):
     assert {"sweep.png", "sweep.svg", "sweep.csv", "sweep.md"} <= {p.name for p in written}
     svg = (tmp_path / "sweep.svg").read_text()
     assert "adaptation images" in svg and "linear-probe top-1" in svg and "off-the-shelf" in svg
+
+
+def test_figures_keep_many_series_apart_and_their_legends_off_the_data():
+    from synthgap_tui import analysis
+
+    sweep = analysis.Sweep("fraction", {f"s{i}": [(0.5, 50.0 + i, 1.0), (1.0, 60.0 + i, 1.0)] for i in range(12)},
+                           {"real-only": 80.0, "synth-only": 60.0}, {}, "top1")
+    fig = analysis.sweep_figure([sweep], "t")
+    ax = fig.axes[0]
+    styles = {(c.lines[0].get_color(), c.lines[0].get_marker(), c.lines[0].get_linestyle()) for c in ax.containers}
+    assert len(styles) == 12  # past ten colours, the marker and line style change
+    baselines = [line for line in ax.lines if line.get_label().startswith(("real-only", "synth-only"))]
+    assert len({str(line.get_linestyle()) + line.get_color() for line in baselines}) == 2
+    assert {line.get_label() for line in baselines} == {"real-only (80.0)", "synth-only (60.0)"}
+    assert ax.get_legend().get_bbox_to_anchor().x0 > ax.get_window_extent().x1 - 1  # beside the axes
+    one = analysis.RunData({"id": "a", "name": "off-the-shelf", "kind": "train"}, {}, [{"epoch": 0, "top1": 40.0}])
+    many = analysis.RunData({"id": "b", "name": "adapt", "kind": "train"}, {},
+                            [{"epoch": e, "top1": 40.0 + e} for e in range(3)])
+    lines = {line.get_label(): line for line in analysis.curves_figure([one, many]).axes[0].lines}
+    assert lines["off-the-shelf"].get_marker() not in (None, "None", "") and lines["adapt"].get_marker() in (None, "None")
