@@ -369,3 +369,23 @@ def test_f1_shows_the_keys_of_the_screen_and_hides_them_again(fixture_ws):
             await wait_until(pilot, lambda: not app.screen.query("HelpPanel"), what="the key panel to go")
 
     asyncio.run(go())
+
+
+def test_footers_fit_80_columns_and_list_enter(fixture_ws):
+    from textual.widgets import Footer
+
+    async def go():
+        app = app_for(fixture_ws)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            for _ in range(2):  # the runs screen, then a run's
+                keys = list(app.screen.query_one(Footer).query("FooterKey"))
+                await pilot.pause()
+                assert keys and all(k.region.right <= 80 and k.region.width > 0 for k in keys), \
+                    [(k.key_display, k.region) for k in keys]
+                if _ == 0:
+                    assert any(k.key_display == "⏎" for k in keys)
+                    await pilot.press("enter")
+                    await wait_until(pilot, lambda: type(app.screen).__name__ == "RunScreen", what="the run screen")
+
+    asyncio.run(go())

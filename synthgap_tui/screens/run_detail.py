@@ -50,11 +50,11 @@ class RunScreen(Screen):
         Binding("escape", "app.pop_screen", "Back"),
         Binding("k", "cancel_run", "Cancel"),
         Binding("r", "resume_run", "Resume"),
-        Binding("R", "retry_run", "Retry"),
-        Binding("f", "next_epoch_field", "Epoch field"),
-        Binding("t", "tag_run", "Tag"),
-        Binding("n", "note_run", "Note"),
-        Binding("l", "clone", "Clone to composer"),
+        Binding("R", "retry_run", "Retry", show=False),
+        Binding("f", "next_epoch_field", "Field"),
+        Binding("t", "tag_run", "Tag", show=False),
+        Binding("n", "note_run", "Note", show=False),
+        Binding("l", "clone", "Clone to composer", show=False),
         Binding("e", "export", "Export"),
     ]
 

@@ -55,21 +55,22 @@ class DiskUseMeasured(Message):
 
 class RunsScreen(Screen):
     BINDINGS = [
+        # The footer fits 80 columns with the everyday keys; F1 lists every one.
         Binding("slash", "focus_filter", "Filter"),
         Binding("escape", "clear_filter", "Clear", show=False),
-        Binding("s", "cycle_sort", "Sort"),
-        Binding("space", "toggle_mark", "Mark"),
+        Binding("s", "cycle_sort", "Sort", show=False),
+        Binding("space", "toggle_mark", "Mark", show=False),
         Binding("c", "app.compose_experiment", "Compose"),
         Binding("x", "app.compare_selected", "Compare"),
-        Binding("g", "app.toggle_gpu_panel", "GPUs"),
+        Binding("g", "app.toggle_gpu_panel", "GPUs", show=False),
         Binding("k", "cancel_run", "Cancel"),
-        Binding("r", "resume_run", "Resume"),
-        Binding("R", "retry_run", "Retry"),
-        Binding("t", "tag_runs", "Tag"),
-        Binding("n", "note_run", "Note"),
-        Binding("a", "archive_runs", "Archive"),
-        Binding("delete", "remove_runs", "Delete"),
-        Binding("u", "toggle_disk_use", "Disk use"),
+        Binding("r", "resume_run", "Resume", show=False),
+        Binding("R", "retry_run", "Retry", show=False),
+        Binding("t", "tag_runs", "Tag", show=False),
+        Binding("n", "note_run", "Note", show=False),
+        Binding("a", "archive_runs", "Archive", show=False),
+        Binding("delete", "remove_runs", "Delete", show=False),
+        Binding("u", "toggle_disk_use", "Disk use", show=False),
     ]
 
     def __init__(self) -> None:

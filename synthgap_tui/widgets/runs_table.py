@@ -10,11 +10,15 @@ snapshot tests would show a change.)
 
 from __future__ import annotations
 
+from textual.binding import Binding
 from textual.geometry import Size
 from textual.widgets import DataTable
 
 
 class RunsTable(DataTable):
+    # DataTable keeps enter out of the footer; here it is the key that opens a run.
+    BINDINGS = [Binding("enter", "select_cursor", "Open", key_display="⏎")]
+
     def _all_fixed(self) -> bool:
         return all(not column.auto_width for column in self.columns.values())
 
