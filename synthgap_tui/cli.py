@@ -8,6 +8,7 @@ quick and no command here imports torch (``doctor`` does, on purpose).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -292,7 +293,8 @@ def cmd_db_rebuild(args) -> int:
     from synthgap_tui.supervisor import Config
 
     store = _store(args)
-    n = store.rebuild(Config.load(store.workspace).keep_backups)
+    with _working(f"Rebuilding {store.path} from the run folders…"):
+        n = store.rebuild(Config.load(store.workspace).keep_backups)
     if args.json:
         _print_json({"index": str(store.path), "runs": n})
     else:
@@ -478,7 +480,8 @@ def cmd_rm(args) -> int:
     if plan.runs:
         names = ", ".join(r.get("name", r["id"]) for r in plan.runs[:5]) + (" …" if len(plan.runs) > 5 else "")
         _confirm(f"Delete {len(plan.runs)} run(s) ({names}), {fmt_bytes(plan.bytes)}?", args.yes)
-        freed = cleanup.remove(store, plan)
+        with _working(f"Removing {len(plan.runs)} run(s)…"):
+            freed = cleanup.remove(store, plan)
     if args.json:
         _print_json({"removed": [r["id"] for r in plan.runs], "refused": plan.refused, "bytes_freed": freed})
     elif plan.runs:
@@ -509,8 +512,9 @@ def cmd_gc(args) -> int:
     if files and not args.dry_run:
         _confirm(f"Delete {files - len(backups)} checkpoint file(s) of {sum(bool(p.files) for p in pruned)} finished "
                  f"run(s){f' and {len(backups)} old index copies' if backups else ''}, {fmt_bytes(total)}?", args.yes)
-        pruned = cleanup.gc(store, [p.run_id for p in pruned], keep_last=keep_last)
-        store.prune_backups(config.keep_backups)
+        with _working(f"Deleting {files} file(s)…"):
+            pruned = cleanup.gc(store, [p.run_id for p in pruned], keep_last=keep_last)
+            store.prune_backups(config.keep_backups)
     if args.json:
         _print_json({"dry_run": args.dry_run, "bytes_freed": 0 if args.dry_run else total,
                      "bytes": total, "index_backups": [str(b) for b in backups],
@@ -609,7 +613,8 @@ def cmd_demo(args) -> int:
 
     ws = Workspace.at(args.workspace)  # the default workspace, so that `synthgap ls` and the app show it
     try:
-        ids, fresh = demo.start(ws, quick=args.quick)
+        with _working("Writing the demo's data and submitting its runs…"):
+            ids, fresh = demo.start(ws, quick=args.quick)
     except demo.DemoError as e:
         raise UserError(str(e))
     console = _console()
@@ -622,7 +627,7 @@ def cmd_demo(args) -> int:
         return 0
     import time
 
-    last = {}
+    last, start = {}, time.time()
 
     def tick(runs):
         counts = {}
@@ -631,11 +636,32 @@ def cmd_demo(args) -> int:
         if counts != last:
             last.clear()
             last.update(counts)
-            console.print(time.strftime("%H:%M:%S"), "  ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+            ended = sum(n for s, n in counts.items() if s in protocol.ENDED_STATES)
+            # ETA from the pace so far: the demo's runs are of a size.
+            eta = (time.time() - start) / ended * (len(runs) - ended) if ended else None
+            running = [r.get("name", r["id"]) for r in runs if r["state"] in protocol.ACTIVE_STATES]
+            console.print(time.strftime("%H:%M:%S"), f"{ended}/{len(runs)} done ",
+                          "  ".join(f"{n} {s}" for s, n in sorted(counts.items())),
+                          (f"  ETA {_fmt_eta(eta)}" if eta else "") + (f"  now: {', '.join(running)}" if running else ""),
+                          markup=False)
 
     runs = demo.baselines_first(demo.wait(ws, ids, on_tick=tick))
     _print_results(ws, runs, title="demo results (top-1 on real Fashion-MNIST, mean ± std of the last epochs)")
     return 0 if all(r["state"] == protocol.FINISHED for r in runs) else 1
+
+
+def _fmt_eta(seconds: float) -> str:
+    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+@contextlib.contextmanager
+def _working(text: str):
+    """A spinner on stderr while a slow step runs, at a terminal only (pipes stay clean)."""
+    if not sys.stderr.isatty():
+        yield
+        return
+    with _console(stderr=True).status(text):
+        yield
 
 
 def _print_results(ws: Workspace, records: list[dict], title: str) -> None:
@@ -671,7 +697,8 @@ def cmd_export(args) -> int:
 
         out = Path(args.out) if args.out else store.workspace.root / "exports" / stamp / (
             "mlruns" if args.format == "mlflow" else "tensorboard")
-        written = trackers.export(store.workspace, records, out, args.format)
+        with _working(f"Exporting {len(records)} run(s) to {args.format}…"):
+            written = trackers.export(store.workspace, records, out, args.format)
         if args.json:
             _print_json([str(p) for p in written])
         else:
@@ -679,8 +706,9 @@ def cmd_export(args) -> int:
                              f"{trackers.how_to_open(args.format, out)}", markup=False)
         return 0
     out = Path(args.out) if args.out else store.workspace.root / "exports" / stamp
-    written = analysis.export(analysis.load_runs(store.workspace, records), out,
-                              args.experiment or f"{len(records)} runs")
+    with _working(f"Writing tables and figures of {len(records)} run(s)…"):
+        written = analysis.export(analysis.load_runs(store.workspace, records), out,
+                                  args.experiment or f"{len(records)} runs")
     if args.json:
         _print_json([str(p) for p in written])
     else:

@@ -1,6 +1,8 @@
 import json
 import subprocess
 
+import pytest
+
 from conftest import PYTHON, subprocess_env
 from synthgap_tui.cli import main
 from synthgap_tui.doctor import run_checks
@@ -370,3 +372,18 @@ def test_every_command_and_argument_has_help_and_completion_installs_in_four_she
     fish = run_cli("completion", "fish").stdout
     assert "-n __fish_use_subcommand -a show -d" in fish
     assert "'__fish_seen_subcommand_from show' -a '(synthgap completion --words runs 2>/dev/null)'" in fish
+
+
+def test_slow_commands_show_a_spinner_at_a_terminal_and_nothing_in_a_pipe(tmp_path):
+    import shutil
+
+    from tui_fixtures import build_workspace
+
+    ws = build_workspace(tmp_path / "ws")
+    piped = run_cli("db", "rebuild", ws=ws.root)
+    assert piped.returncode == 0 and "Rebuilding" not in piped.stdout + piped.stderr
+    if not shutil.which("script"):
+        pytest.skip("util-linux's script (a pseudo-terminal) is not installed")
+    at_terminal = subprocess.run(["script", "-qec", f"{PYTHON} -m synthgap_tui.cli -w {ws.root} db rebuild",
+                                  "/dev/null"], capture_output=True, text=True, env=subprocess_env(), timeout=120)
+    assert at_terminal.returncode == 0 and "Rebuilding" in at_terminal.stdout and "Rebuilt" in at_terminal.stdout
