@@ -176,8 +176,17 @@ class SynthGapApp(App):
         body = {"cancel": "Running runs get SIGTERM, save a checkpoint and stop; queued ones never start.",
                 "resume": "Each continues from its last checkpoint.",
                 "retry": "Each starts over; what the last attempt wrote moves to attempts/N/."}[action]
-        self.push_screen(ConfirmScreen(f"{what} {len(run_ids)} run{'s' if len(run_ids) > 1 else ''}?", body),
+        self.push_screen(ConfirmScreen(f"{what} {len(run_ids)} run{'s' if len(run_ids) > 1 else ''}?",
+                                       f"{self.run_names(run_ids)}\n\n{body}"),
                          lambda yes: self.lifecycle_action(action, run_ids) if yes else None)
+
+    def run_names(self, run_ids: list[str], most: int = 8) -> str:
+        """What a confirmation acts on, by name (the index as the runs screen last read it)."""
+        from synthgap_tui.screens.runs import RunsScreen as Runs
+
+        known = next((s.runs for s in self.screen_stack if isinstance(s, Runs)), {})
+        names = [known.get(i, {}).get("name", i) for i in run_ids]
+        return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
 
     def annotate(self, what: str, run_ids: list[str], note: str = "") -> None:
         """Ask for tags ('+a -b') or a note (starting from ``note``, the one the
@@ -257,7 +266,8 @@ class SynthGapApp(App):
                 plan = cleanup.plan_removal(self.store, run_ids)
                 refused = "".join(f"\nkept: {run_id} {why}" for run_id, why in plan.refused.items())
                 n, size = len(plan.runs), plan.bytes
-                title, body = f"Delete {n} run(s)?", f"{fmt_bytes(size)} of run folders go for good.{refused}"
+                names = ", ".join(r.get("name", r["id"]) for r in plan.runs[:8]) + (" …" if n > 8 else "")
+                title, body = f"Delete {n} run(s)?", f"{names}\n\n{fmt_bytes(size)} of run folders go for good.{refused}"
 
                 def act() -> int:
                     return cleanup.remove(self.store, plan)

@@ -85,9 +85,11 @@ def test_run_screen_shows_history_of_a_finished_run(fixture_ws):
             await pilot.press("f")
             assert screen.epoch_field == "top5"
             assert screen.query_one("#chart-epoch-field").series["top5"][1][-1] == 100.0
-            await pilot.press("R")  # retry asks first; n keeps the run as it is
+            await pilot.press("R")  # retry asks first, naming the run; escape keeps it as it is
+            assert isinstance(app.screen, ConfirmScreen) and run["name"] in app.screen.body
+            await pilot.press("n")  # n is not an answer: it means Note below
             assert isinstance(app.screen, ConfirmScreen)
-            await pilot.press("n")
+            await pilot.press("escape")
             assert app.screen is screen and RunStore(fixture_ws).get(run["id"])["state"] == "finished"
             await pilot.press("escape")
             assert isinstance(app.screen, RunsScreen)
@@ -174,7 +176,7 @@ def test_compose_screen_validates_inline(fixture_ws):
             editor.focus()
             await pilot.press("escape")  # unsaved edits: leaving asks first
             assert isinstance(app.screen, ConfirmScreen)
-            await pilot.press("n")
+            await pilot.press("escape")
             assert app.screen is screen
             await pilot.press("ctrl+s")
             assert list(fixture_ws.specs_dir.glob("*.toml"))

@@ -1,4 +1,5 @@
-"""A yes/no question in a modal: y confirms, n or escape does not."""
+"""A yes/no question in a modal: y confirms, escape does not (not n: on the screens below
+n writes a note, and a key means one thing)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ class ConfirmScreen(ModalScreen[bool]):
 
     BINDINGS = [
         Binding("y", "answer(True)", "Yes"),
-        Binding("n,escape", "answer(False)", "No"),
+        Binding("escape", "answer(False)", "No"),
     ]
 
-    def __init__(self, title: str, body: str, yes: str = "Yes (y)", no: str = "No (n)") -> None:
+    def __init__(self, title: str, body: str, yes: str = "Yes (y)", no: str = "No (esc)") -> None:
         super().__init__()
         self.title_text, self.body, self.yes, self.no = title, body, yes, no
 
