@@ -391,3 +391,18 @@ def test_footers_fit_80_columns_and_list_enter(fixture_ws):
                     await wait_until(pilot, lambda: type(app.screen).__name__ == "RunScreen", what="the run screen")
 
     asyncio.run(go())
+
+
+def test_the_gpu_hour_estimate_says_when_it_has_no_gpu_measurements():
+    from synthgap_tui.screens.compose import estimate_hours
+    from synthgap_tui.specs import parse_spec
+
+    exp = parse_spec('[experiment]\nname = "e"\n[datasets]\nreal = "/tmp"\n'
+                     '[runs.a]\nkind = "train"\narch = "resnet18"\ntrain = "real"\neval = "real"\nepochs = 10\n')
+    cpu = {"kind": "train", "started": 1.0, "ended": 101.0, "gpus": [],
+           "summary": {"epochs": 1, "config": {"arch": "resnet18"}}}
+    gpu = {**cpu, "ended": 11.0, "gpus": [0]}
+    assert estimate_hours(exp, [cpu]).startswith("no GPU measurements yet: ≈ 0.28 hours")
+    assert estimate_hours(exp, [cpu, gpu]).startswith("≈ 0.03 GPU hours") and "1 finished GPU runs" in \
+        estimate_hours(exp, [cpu, gpu])
+    assert "no finished runs" in estimate_hours(exp, [])

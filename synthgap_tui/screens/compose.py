@@ -38,19 +38,25 @@ class Validated(Message):
 
 
 def estimate_hours(exp: Experiment, finished: list[dict]) -> str:
-    """GPU hours from the run times of the workspace's finished runs, as each
-    kind estimates them (train: seconds per epoch of the same architecture)."""
+    """GPU hours from the run times of the workspace's finished runs on GPUs, as each
+    kind estimates them (train: seconds per epoch of the same architecture). With
+    only CPU runs to go on it says so: CPU hours are no GPU estimate."""
+    on_gpu = [r for r in finished if r.get("gpus")]
+    measured = on_gpu or finished
     total, known = 0.0, 0
     for run in exp.runs:
         kind = kinds.get(run.kind)
-        seconds = kind.estimate(run.params, [r for r in finished if r.get("kind") == run.kind])
+        seconds = kind.estimate(run.params, [r for r in measured if r.get("kind") == run.kind])
         if seconds is not None:
             total += seconds * max(1, run.params.get("gpus", 1))
             known += 1
     if not known:
         return "GPU hours: no finished runs in this workspace to estimate from yet"
+    if not on_gpu:
+        return (f"no GPU measurements yet: ≈ {total / 3600:.2f} hours for {known} of {len(exp.runs)} runs at the "
+                f"pace of {len(finished)} CPU run(s) of this workspace")
     return (f"≈ {total / 3600:.2f} GPU hours for {known} of {len(exp.runs)} runs "
-            f"(from {len(finished)} finished runs of this workspace)")
+            f"(from {len(on_gpu)} finished GPU runs of this workspace)")
 
 
 class ComposeScreen(Screen):
