@@ -120,11 +120,11 @@ def test_ls_and_show_as_people_read_them(tmp_path, monkeypatch):
     # On an 80-column terminal the ids and names stay whole too.
     from rich.console import Console
 
-    from synthgap_tui import cli
+    from synthgap_tui.cli import common
 
     console = Console(width=80, force_terminal=True, record=True)
-    monkeypatch.setattr(cli, "_console", lambda stderr=False: console)
-    monkeypatch.setattr(cli.sys.stdout, "isatty", lambda: True)
+    monkeypatch.setattr(common, "console", lambda stderr=False: console)
+    monkeypatch.setattr(common.sys.stdout, "isatty", lambda: True)
     assert main(["ls", "-w", str(ws)]) == 0
     text = console.export_text()
     assert ids[0][:6] in text and long_name in text and ids[1][:6] in text
