@@ -56,7 +56,7 @@ def _import(module: str):
 
 
 def _run_label(record: dict) -> str:
-    name = re.sub(r"[^\w.=,-]+", "_", record.get("name", record["id"])).strip("_")
+    name = re.sub(r"[^\w.=,@-]+", "_", record.get("name", record["id"])).strip("_")
     return f"{name}-{record['id']}"
 
 
@@ -80,10 +80,46 @@ def to_tensorboard(ws: Workspace, records: list[dict], out: Path) -> list[Path]:
                     writer.add_scalar(f"results/{key}", _number(value), step=0, wall_time=end)
         finally:
             writer.close()
-        for path in old:  # the new file is whole: the old ones go
+        _tensorboard_hparams(ws, record, logdir)
+        for path in old:  # the new files are whole: the old ones go
             path.unlink(missing_ok=True)
         written.append(logdir)
     return written
+
+
+def hyperparameters(ws: Workspace, record: dict) -> dict:
+    """A run's scalar parameters (its spec over its kind's defaults), as trackers compare them."""
+    spec = protocol.read_json(ws.run_file(record["id"], protocol.SPEC_FILE), {}) or {}
+    kind = kinds.all_kinds().get(spec.get("kind"))
+    used = kind.resolve(spec) if kind else spec
+    return {k: v for k, v in used.items() if isinstance(v, (str, int, float, bool)) and k not in ("id", "created")}
+
+
+def _tensorboard_hparams(ws: Workspace, record: dict, logdir: Path) -> None:
+    """The run's parameters for TensorBoard's HParams dashboard (its session-start
+    summary, built from the plugin's protos: the plugin's own writer needs TensorFlow)."""
+    plugin = _import("tensorboard.plugins.hparams.plugin_data_pb2")
+    metadata = _import("tensorboard.plugins.hparams.metadata")
+    summary_pb2 = _import("tensorboard.compat.proto.summary_pb2")
+    event_pb2 = _import("tensorboard.compat.proto.event_pb2")
+    EventFileWriter = _import("tensorboard.summary.writer.event_file_writer").EventFileWriter
+    start = plugin.SessionStartInfo(group_name=record.get("experiment") or "",
+                                    start_time_secs=record.get("started") or 0)
+    for key, value in hyperparameters(ws, record).items():
+        if isinstance(value, bool):
+            start.hparams[key].bool_value = value
+        elif isinstance(value, (int, float)):
+            start.hparams[key].number_value = float(value)
+        else:
+            start.hparams[key].string_value = value
+    data = plugin.HParamsPluginData(session_start_info=start, version=metadata.PLUGIN_DATA_VERSION)
+    summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(
+        tag=metadata.SESSION_START_INFO_TAG, metadata=metadata.create_summary_metadata(data))])
+    writer = EventFileWriter(str(logdir), filename_suffix=".hparams")
+    try:
+        writer.add_event(event_pb2.Event(wall_time=record.get("started") or 0.0, step=0, summary=summary))
+    finally:
+        writer.close()
 
 
 def to_mlflow(ws: Workspace, records: list[dict], out: Path) -> Path:
@@ -119,9 +155,7 @@ def to_mlflow(ws: Workspace, records: list[dict], out: Path) -> Path:
         logged = {(m.key, m.step, m.timestamp) for key in (found[0].data.metrics if found else {})
                   for m in client.get_metric_history(run_id, key)}
         have_params = found[0].data.params if found else {}
-        spec = protocol.read_json(ws.run_file(record["id"], protocol.SPEC_FILE), {}) or {}
-        params = {**{k: v for k, v in spec.items() if isinstance(v, (str, int, float, bool))},
-                  **(record.get("params") or {})}
+        params = {**hyperparameters(ws, record), **(record.get("params") or {})}
         metrics = [entities.Metric(tag.replace("/", "."), value, int(t * 1000), step)
                    for tag, points in curves(ws, record).items() for step, value, t in points]
         metrics += [entities.Metric(f"results.{k}", _number(v), int((record.get("ended") or start) * 1000), 0)

@@ -274,6 +274,16 @@ def test_tensorboard_export_reads_back_with_tensorboard(fixture_ws, tmp_path):
     acc = EventAccumulator(str(out / f"real-only-{run_id}"))
     acc.Reload()
     assert [step for step, _ in scalars("epoch/top1")] == list(range(6)) and len(scalars("train_step/loss")) == 30
+    # The parameters reach the HParams dashboard (its plugin's own data, read back as TensorBoard reads it).
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    member = RunStore(fixture_ws).resolve("freeze@freeze_layers=8")
+    frozen = EventAccumulator(str(out / f"freeze@freeze_layers=8-{member}"))
+    frozen.Reload()
+    content = frozen.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    hparams = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
+    assert hparams["freeze_layers"].number_value == 8 and hparams["arch"].string_value == "resnet50"
+    assert len(list((out / f"real-only-{run_id}").glob("events.out.tfevents.*"))) == 2  # scalars, hparams: once
 
 
 def test_mlflow_export_reads_back_with_the_mlflow_client(fixture_ws, tmp_path, monkeypatch):
