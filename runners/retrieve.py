@@ -142,7 +142,8 @@ def embed_captions(clip, samples: list[Sample], cfg: dict, device: Device, on_ba
     for i in range(0, len(samples), cfg["batch_size"]):
         batch = [s.caption for s in samples[i:i + cfg["batch_size"]]]
         with device.autocast():
-            e = torch.nn.functional.normalize(model.encode_text(clip.tokenizer(batch).to(device.device)).float(), dim=-1)
+            tokens = clip.tokenizer(batch).to(device.device)
+            e = torch.nn.functional.normalize(model.encode_text(tokens).float(), dim=-1)
         embs.append(e.cpu().numpy().astype(np.float16))
         if on_batch:
             on_batch(len(batch))

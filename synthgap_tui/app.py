@@ -267,7 +267,8 @@ class SynthGapApp(App):
                 refused = "".join(f"\nkept: {run_id} {why}" for run_id, why in plan.refused.items())
                 n, size = len(plan.runs), plan.bytes
                 names = ", ".join(r.get("name", r["id"]) for r in plan.runs[:8]) + (" …" if n > 8 else "")
-                title, body = f"Delete {n} run(s)?", f"{names}\n\n{fmt_bytes(size)} of run folders go for good.{refused}"
+                title = f"Delete {n} run(s)?"
+                body = f"{names}\n\n{fmt_bytes(size)} of run folders go for good.{refused}"
 
                 def act() -> int:
                     return cleanup.remove(self.store, plan)
