@@ -406,3 +406,23 @@ def test_the_gpu_hour_estimate_says_when_it_has_no_gpu_measurements():
     assert estimate_hours(exp, [cpu, gpu]).startswith("≈ 0.03 GPU hours") and "1 finished GPU runs" in \
         estimate_hours(exp, [cpu, gpu])
     assert "no finished runs" in estimate_hours(exp, [])
+
+
+def test_dialogs_are_centred(fixture_ws):
+    from synthgap_tui.screens.prompt import PromptScreen
+
+    async def go():
+        app = app_for(fixture_ws)
+        async with app.run_test(size=(100, 30)) as pilot:
+            runs = app.screen
+            await wait_until(pilot, lambda: runs.query_one("#runs").row_count == 13, what="13 rows")
+            for key in ("t", "R"):  # a prompt and a confirmation
+                await pilot.press(key)
+                await wait_until(pilot, lambda: app.screen is not runs, what="the dialog")
+                await pilot.pause()
+                box = app.screen.query_one(".confirm").region
+                assert abs(box.x - (100 - box.right)) <= 1 and abs(box.y - (30 - box.bottom)) <= 1, box
+                await pilot.press("escape")
+                await wait_until(pilot, lambda: app.screen is runs, what="the dialog to close")
+
+    asyncio.run(go())
