@@ -426,3 +426,14 @@ def test_dialogs_are_centred(fixture_ws):
                 await wait_until(pilot, lambda: app.screen is runs, what="the dialog to close")
 
     asyncio.run(go())
+
+
+def test_the_epoch_chart_opens_on_top1_or_loss_and_one_point_gets_room():
+    from synthgap_tui.screens.run_detail import default_epoch_field
+    from synthgap_tui.widgets.charts import padded_limits
+
+    epochs = [{"epoch": e, "stage": 0, "images_per_s": 10.0 + e, "top1": 50.0 + e} for e in range(3)]
+    assert default_epoch_field(epochs, ["stage", "images_per_s", "top1"]) == "top1"
+    assert default_epoch_field(epochs, ["stage", "images_per_s"]) == "images_per_s"  # not the constant stage
+    assert padded_limits([("top1", [0.0], [61.0])]) == ((-1.0, 1.0), (61.0 - 3.05, 61.0 + 3.05))
+    assert padded_limits([("top1", [0.0, 1.0], [60.0, 61.0])]) is None

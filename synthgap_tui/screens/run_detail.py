@@ -45,6 +45,19 @@ class EventsArrived(Message):
         self.events, self.record, self.stdout, self.provenance = events, record, stdout, provenance
 
 
+PREFERRED_EPOCH_FIELDS = ("top1", "train_loss", "val_loss", "holdout_top1")
+
+
+def default_epoch_field(epochs: list[dict], fields: list[str]) -> str:
+    """The field the Epochs chart opens on: top-1 or the loss where the runner reports
+    them, else the first field that changes (never a constant such as the stage)."""
+    for name in PREFERRED_EPOCH_FIELDS:
+        if name in fields:
+            return name
+    changing = [f for f in fields if len({e.get(f) for e in epochs}) > 1]
+    return (changing or fields)[0]
+
+
 class RunScreen(Screen):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
@@ -209,7 +222,7 @@ class RunScreen(Screen):
         """Every field the runner reports in its epoch events: one column each, one charted."""
         fields = self.epoch_fields()
         if fields and self.epoch_field not in fields:
-            self.epoch_field = fields[0]
+            self.epoch_field = default_epoch_field(self.history.epochs, fields)
         chart = self.query_one("#chart-epoch-field", LineChart)
         if self.epoch_field:
             chart.title = f"{self.epoch_field} per epoch  (f: next field)"

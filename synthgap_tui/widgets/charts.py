@@ -53,4 +53,24 @@ class LineChart(PlotextPlot):
             plt.hline(y)
         if self.log_x and self.lines:
             plt.xscale("log")
+        limits = None if self.log_x else padded_limits(self.lines)
+        if limits:
+            plt.xlim(*limits[0])
+            plt.ylim(*limits[1])
         return super().render()
+
+
+def padded_limits(lines: list[tuple[str, list[float], list[float]]]):
+    """Axis ranges for series whose points span no range (one point, a constant): plotext
+    would draw a degenerate axis; this gives the point room either side. None otherwise."""
+    xs = [x for _, line_xs, _ in lines for x in line_xs]
+    ys = [y for _, _, line_ys in lines for y in line_ys]
+    if not xs or (max(xs) > min(xs) and max(ys) > min(ys)):
+        return None
+
+    def around(values):
+        low, high = min(values), max(values)
+        pad = max(abs(low) * 0.05, 1.0) if high == low else 0.0
+        return low - pad, high + pad
+
+    return around(xs), around(ys)
