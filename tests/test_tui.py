@@ -437,3 +437,11 @@ def test_the_epoch_chart_opens_on_top1_or_loss_and_one_point_gets_room():
     assert default_epoch_field(epochs, ["stage", "images_per_s"]) == "images_per_s"  # not the constant stage
     assert padded_limits([("top1", [0.0], [61.0])]) == ((-1.0, 1.0), (61.0 - 3.05, 61.0 + 3.05))
     assert padded_limits([("top1", [0.0, 1.0], [60.0, 61.0])]) is None
+
+
+def test_readme_s_key_table_is_the_bindings():
+    from synthgap_tui import keyref, readme
+
+    text = readme.README.read_text()
+    assert readme.section(text, keyref.BEGIN, keyref.END) == keyref.markdown(), \
+        "README's key table is stale: python -m synthgap_tui.keyref --write"

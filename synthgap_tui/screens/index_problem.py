@@ -15,7 +15,7 @@ class IndexProblemScreen(ConfirmScreen):
     def __init__(self, message: str) -> None:
         super().__init__(
             "The run index cannot be read",
-            f"{message}\n\nRuns keep going and nothing in the run folders is lost: `synthgap db rebuild` "
-            "recreates the index from them. The app carries on once the index reads again.",
+            f"{message}\n\nRuns keep going and nothing in the run folders is lost: r rebuilds the index "
+            "from them. The app carries on once the index reads again.",
             yes="Rebuild now (r)", no="Not now (esc)")
         self.message = message
