@@ -109,7 +109,26 @@ def plan(exp: Experiment, ws: Workspace, store: RunStore | None = None) -> tuple
     fresh = store.new_ids(len(exp.runs)) if store else [new_run_id() for _ in exp.runs]
     ids = {r.name: run_id for r, run_id in zip(exp.runs, fresh)}
     specs, inputs = _resolve(exp, ids)
-    return specs, missing_inputs(inputs)
+    return specs, missing_inputs(inputs) + class_mismatches(specs.values())
+
+
+def class_mismatches(specs) -> list[str]:
+    """Training and evaluation folders (already on disk) whose class folders differ: the
+    runner would refuse them after its queue wait; a dry run says so now. One line per pair."""
+    out = {}
+    for spec in specs:
+        train, evaluate = spec.get("train_dir"), spec.get("eval_dir")
+        if not (isinstance(train, str) and isinstance(evaluate, str) and os.path.isdir(train)
+                and os.path.isdir(evaluate)):
+            continue
+        a, b = (sorted(d.name for d in Path(p).iterdir() if d.is_dir() and not d.name.startswith("."))
+                for p in (train, evaluate))
+        if a != b and (train, evaluate) not in out:
+            only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
+            out[train, evaluate] = (f"{spec['name']}: the class folders of {train} and {evaluate} differ"
+                                    + (f"; only in training: {', '.join(only_a[:5])}" if only_a else "")
+                                    + (f"; only in evaluation: {', '.join(only_b[:5])}" if only_b else ""))
+    return list(out.values())
 
 
 def experiment_name(store: RunStore, name: str, chosen: str | None = None) -> str:

@@ -387,3 +387,16 @@ def test_slow_commands_show_a_spinner_at_a_terminal_and_nothing_in_a_pipe(tmp_pa
     at_terminal = subprocess.run(["script", "-qec", f"{PYTHON} -m synthgap_tui.cli -w {ws.root} db rebuild",
                                   "/dev/null"], capture_output=True, text=True, env=subprocess_env(), timeout=120)
     assert at_terminal.returncode == 0 and "Rebuilding" in at_terminal.stdout and "Rebuilt" in at_terminal.stdout
+
+
+def test_a_dry_run_says_when_training_and_evaluation_classes_disagree(tmp_path):
+    for split, classes in (("train", ["cat", "dog"]), ("val", ["cat", "fox"])):
+        for c in classes:
+            (tmp_path / "data" / split / c).mkdir(parents=True)
+    spec = tmp_path / "exp.toml"
+    spec.write_text(f'[experiment]\nname = "e"\n[datasets]\nreal = "{tmp_path / "data"}"\n'
+                    '[runs.a]\nkind = "train"\ntrain = "real"\neval = "real"\n')
+    out = run_cli("submit", "--dry-run", "--json", str(spec), ws=tmp_path / "ws")
+    warnings = json.loads(out.stdout)["warnings"]
+    assert any("class folders of" in w and "only in training: dog" in w and "only in evaluation: fox" in w
+               for w in warnings), warnings
