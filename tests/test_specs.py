@@ -371,3 +371,21 @@ freeze_layers = [4, 8]
     for e in expected:
         assert any(e in p for p in problems), (e, problems)
     assert len(problems) == 5, problems
+
+
+def test_the_spec_schema_accepts_every_preset_and_refuses_what_validation_refuses():
+    import tomllib
+
+    import jsonschema
+
+    from synthgap_tui.presets import list_presets
+    from synthgap_tui.schema import spec_schema
+
+    schema = spec_schema()
+    jsonschema.Draft7Validator.check_schema(schema)
+    for preset in list_presets():
+        jsonschema.validate(tomllib.loads(preset.path.read_text()), schema)  # raises if not
+    bad = tomllib.loads('[experiment]\nname = "x"\n[runs.a]\nkind = "train"\naugment = "dinoo"\nlrr = 0.1\n')
+    errors = list(jsonschema.Draft7Validator(schema).iter_errors(bad))
+    assert errors  # an unknown choice and an unknown field
+    assert schema["properties"]["defaults"]["properties"]["augment"]["enum"][0] == "none"

@@ -18,6 +18,11 @@ def cmd_kinds(args) -> int:
     from synthgap_tui.fieldref import kind_rows
     from synthgap_tui.specs import fields_of
 
+    if args.schema:
+        from synthgap_tui.schema import spec_schema
+
+        common.print_json(spec_schema())
+        return 0
     registry = kinds.all_kinds()
     if args.name and args.name not in registry:
         raise UserError(str(kinds.UnknownKind(args.name)))
@@ -137,6 +142,8 @@ def register(sub) -> None:
     p = sub.add_parser("kinds", help="the run kinds and their fields")
     common.completes(p.add_argument("name", nargs="?", help="list this kind's fields"), "kinds")
     p.add_argument("--json", action="store_true", help="print JSON only")
+    p.add_argument("--schema", action="store_true", help="print a JSON Schema of specs (for taplo / Even Better "
+                   "TOML: completion and checks in the editor)")
     p.set_defaults(func=cmd_kinds)
 
     p = sub.add_parser("completion", help="print a shell completion script (bash, zsh, fish, tcsh)",
