@@ -211,6 +211,28 @@ def update_status(store: RunStore, run_id: str, **fields) -> None:
     store.update(run_id, **fields)
 
 
+def _change_spec(store: RunStore, run_id: str, changes: dict) -> None:
+    """Write a retry's changed fields into the run's spec.json, each checked as a spec's."""
+    path = store.workspace.run_file(run_id, protocol.SPEC_FILE)
+    spec = protocol.read_json(path, {}) or {}
+    kind = kinds.get(spec.get("kind", "train"))
+    problems = []
+    for key, value in changes.items():
+        f = kind.fields.get(key)
+        problem = f"is not a field of a {kind.name} run" if f is None else f.problem(value)
+        if problem:
+            problems.append(f"--set {key}: {problem}")
+    if problems:
+        raise UserError("; ".join(problems))
+    record = dict(spec.get("retried_with") or {})
+    for key, value in changes.items():
+        record[key] = [spec.get(key), value]
+        spec[key] = value
+    spec["retried_with"] = record
+    protocol.write_json_atomic(path, spec)
+    store.update(run_id, retried_with=record)
+
+
 STATUS_KEYS = {"launcher", "handle", "gpus", "exit_code", "started", "ended", "error", "attempt", "resume",
                "cancel_requested", "where"}
 
@@ -264,9 +286,13 @@ def cancel(store: RunStore, run_id: str) -> str:
     return "cancel requested; the supervisor will settle it"
 
 
-def requeue(store: RunStore, run_id: str, resume: bool) -> int:
+def requeue(store: RunStore, run_id: str, resume: bool, changes: dict | None = None) -> int:
     """Put an ended run back in the queue. ``resume`` keeps its files and continues
-    from the last checkpoint; otherwise the old attempt's files move to attempts/N/."""
+    from the last checkpoint; otherwise the old attempt's files move to attempts/N/,
+    and ``changes`` (field: value, checked as a spec's are) go into its spec, recorded
+    under ``retried_with`` as {field: [before, after]}."""
+    if changes and resume:
+        raise UserError("resume continues the run as it was; retry --set runs it again with a field changed")
     with store.locked():
         run = store.get(run_id)
         if run["state"] == protocol.BLOCKED:
@@ -292,6 +318,8 @@ def requeue(store: RunStore, run_id: str, resume: bool) -> int:
                         os.replace(path, keep / path.name)
                         moved.append((path, keep / path.name))
             protocol.fault_point("retry:moved")
+            if changes:
+                _change_spec(store, run_id, changes)
             protocol.write_json_atomic(status_path, {"state": protocol.QUEUED, "attempt": attempt, "resume": resume})
             cleared = {} if resume else {"summary": None, "progress": None, "top1": None, "epoch": None}
             store.update(run_id, state=protocol.QUEUED, attempt=attempt, resume=resume, error=None,

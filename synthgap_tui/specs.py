@@ -64,6 +64,36 @@ def load_spec(path: str | Path) -> Experiment:
     return parse_spec(text, source=str(path), base_dir=path.parent)
 
 
+def override_value(raw: str):
+    """A ``--set`` value read as TOML (0.05, true, [1, 2], "text"); a bare word is text."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def apply_overrides(text: str, sets: list[str], source: str = "<spec>") -> str:
+    """The spec with each ``PATH=VALUE`` of ``sets`` written in (``runs.base.lr=0.05``,
+    ``defaults.epochs=10``), comments and layout kept (tomlkit), as Hydra overrides a config."""
+    import tomlkit
+
+    doc = tomlkit.parse(text)
+    for item in sets:
+        path, sep, raw = item.partition("=")
+        keys = [k for k in path.strip().split(".") if k]
+        if not sep or not keys:
+            raise SpecError([f"{source}: --set {item!r}: write PATH=VALUE, e.g. runs.base.lr=0.05"])
+        table = doc
+        for key in keys[:-1]:
+            if key not in table:
+                table[key] = tomlkit.table()
+            table = table[key]
+            if not isinstance(table, dict):
+                raise SpecError([f"{source}: --set {item!r}: {key} is a value, not a table"])
+        table[keys[-1]] = override_value(raw.strip())
+    return tomlkit.dumps(doc)
+
+
 def parse_spec(text: str, source: str = "<spec>", base_dir: Path | None = None) -> Experiment:
     try:
         data = tomllib.loads(text)

@@ -1,5 +1,6 @@
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -400,3 +401,36 @@ def test_a_dry_run_says_when_training_and_evaluation_classes_disagree(tmp_path):
     warnings = json.loads(out.stdout)["warnings"]
     assert any("class folders of" in w and "only in training: dog" in w and "only in evaluation: fox" in w
                for w in warnings), warnings
+
+
+def test_set_overrides_a_spec_at_submit_and_a_field_at_retry(tmp_path, monkeypatch, capsys):
+    import synthgap_tui.supervisor
+
+    monkeypatch.setattr(synthgap_tui.supervisor, "ensure_supervisor", lambda ws: False)
+    (tmp_path / "data" / "train").mkdir(parents=True)
+    (tmp_path / "data" / "val").mkdir()
+    spec = tmp_path / "exp.toml"
+    spec.write_text(f'[experiment]\nname = "study"\n[datasets]\nreal = "{tmp_path / "data"}"\n'
+                    '[runs.base]  # the reference\nkind = "train"\ntrain = "real"\neval = "real"\n')
+    ws = tmp_path / "ws"
+    assert main(["submit", str(spec), "-w", str(ws), "--set", "runs.base.lr=0.05", "--set", "defaults.epochs=10",
+                 "--set", "runs.base.augment=pytorch-example", "--json"]) == 0
+    run_id = json.loads(capsys.readouterr().out)["runs"][0]
+    store = RunStore(ws)
+    used = json.loads((store.workspace.run_dir(run_id) / "spec.json").read_text())
+    assert (used["lr"], used["epochs"], used["augment"]) == (0.05, 10, "pytorch-example")
+    kept = Path(used["spec_file"]).read_text()
+    assert "lr = 0.05" in kept and "epochs = 10" in kept and "# the reference" in kept  # comments survive
+    assert main(["submit", str(spec), "-w", str(ws), "--set", "runs.base.lr"]) == 1
+    assert "write PATH=VALUE" in capsys.readouterr().err
+
+    store.update(run_id, state="finished")
+    assert main(["retry", run_id, "-w", str(ws), "--set", "lr=0.01", "--set", "mixup=0.2"]) == 0
+    used = json.loads((store.workspace.run_dir(run_id) / "spec.json").read_text())
+    assert used["lr"] == 0.01 and used["retried_with"] == {"lr": [0.05, 0.01], "mixup": [None, 0.2]}
+    assert store.get(run_id)["retried_with"]["lr"] == [0.05, 0.01] and store.get(run_id)["state"] == "queued"
+    store.update(run_id, state="finished")
+    capsys.readouterr()
+    assert main(["retry", run_id, "-w", str(ws), "--set", "lrr=1"]) == 1
+    assert "lrr: is not a field of a train run" in capsys.readouterr().err
+    assert store.get(run_id)["state"] == "finished" and store.get(run_id)["attempt"] == 2  # nothing moved

@@ -15,18 +15,21 @@ from synthgap_tui.workspace import Workspace
 def cmd_submit(args) -> int:
     from synthgap_tui import runs as lifecycle
     from synthgap_tui.errors import SpecError
-    from synthgap_tui.specs import load_spec
+    from synthgap_tui.specs import apply_overrides, load_spec, parse_spec
     from synthgap_tui.supervisor import ensure_supervisor
 
     try:
-        exp = load_spec(args.spec)
+        exp, text = load_spec(args.spec), Path(args.spec).read_text()
+        if args.set:  # the kept copy of the spec says what ran, overrides included
+            text = apply_overrides(text, args.set, args.spec)
+            exp = parse_spec(text, source=args.spec, base_dir=Path(args.spec).parent)
         if args.dry_run:  # writes nothing: the workspace need not exist
             specs, missing = lifecycle.plan(exp, Workspace.at(args.workspace))
             _print_plan(exp, specs, missing, as_json=args.json)
             return 0
         store = common.open_store(args, create=True)
         asked = exp.name
-        ids = lifecycle.submit(exp, store, spec_text=Path(args.spec).read_text(), as_name=args.as_name)
+        ids = lifecycle.submit(exp, store, spec_text=text, as_name=args.as_name)
         renamed = exp.name != (args.as_name or asked)
     except SpecError as e:
         raise UserError(f"the spec has {len(e.problems)} problem(s):\n  " + "\n  ".join(e.problems))
@@ -107,15 +110,30 @@ def _requeue(args, resume: bool) -> int:
 
     queued = []
 
+    changes = _field_overrides(getattr(args, "set", None) or [])
+
     def act(store, run_id):
-        attempt = lifecycle.requeue(store, run_id, resume=resume)
+        attempt = lifecycle.requeue(store, run_id, resume=resume, changes=changes)
         queued.append(run_id)
-        return f"queued again (attempt {attempt}" + (", from its last checkpoint)" if resume else ", from scratch)")
+        return f"queued again (attempt {attempt}" + (", from its last checkpoint)" if resume else ", from scratch)") \
+            + (f" with {', '.join(f'{k} = {v!r}' for k, v in changes.items())}" if changes else "")
 
     code = common.each_run(args, act)
     if queued:  # the runs that could be queued start, whatever happened to the others
         ensure_supervisor(common.workspace(args))
     return code
+
+
+def _field_overrides(sets: list[str]) -> dict:
+    from synthgap_tui.specs import override_value
+
+    out = {}
+    for item in sets:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip() or "." in key:
+            raise UsageError(f"--set {item!r}: write FIELD=VALUE (a field of the run), e.g. lr=0.05")
+        out[key.strip()] = override_value(raw.strip())
+    return out
 
 
 def cmd_resume(args) -> int:
@@ -264,6 +282,8 @@ def register(sub) -> None:
     p = sub.add_parser("submit", help="queue the runs of an experiment spec (TOML)")
     p.add_argument("spec", help="the experiment spec, e.g. one from `synthgap presets`")
     p.add_argument("--dry-run", action="store_true", help="expand and validate only; queue nothing")
+    p.add_argument("--set", action="append", metavar="PATH=VALUE", help="override a value of the spec, "
+                   "e.g. --set runs.base.lr=0.05 --set defaults.epochs=10 (TOML values; repeatable)")
     p.add_argument("--as", dest="as_name", metavar="NAME", help="the experiment's name here (default: the spec's; "
                    "numbered NAME-2, NAME-3 when runs have it already)")
     p.add_argument("--json", action="store_true", help="print JSON only")
@@ -283,6 +303,9 @@ def register(sub) -> None:
         p = sub.add_parser(name, help=text)
         common.completes(p.add_argument("runs", nargs="+", metavar="RUN", help=common.RUNS_HELP), "runs")
         p.add_argument("--json", action="store_true", help="print each run's outcome as JSON")
+        if name == "retry":
+            p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="run it again with a field "
+                           "changed (TOML values: lr=0.05, augment=dino); the run records what changed")
         p.set_defaults(func=func)
 
     p = sub.add_parser("rm", help="delete ended runs (refuses active runs and runs others depend on)")
