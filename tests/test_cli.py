@@ -312,6 +312,8 @@ def test_diff_compares_the_values_used_and_usage_errors_exit_2(tmp_path):
     assert one.returncode == 2 and "give two or more" in one.stderr
     no_change = run_cli("tag", ids[0], "--json", ws=ws.root)
     assert no_change.returncode == 2 and "error" in json.loads(no_change.stdout)
+    unknown = run_cli("ls", "--bogus", "--json", ws=ws.root)  # argparse's own usage errors too
+    assert unknown.returncode == 2 and "unrecognized arguments: --bogus" in json.loads(unknown.stdout)["error"]
     store.update(ids[0], note="first line\nsecond")
     note = run_cli("note", ids[0], ws=ws.root)  # not a terminal: print it, open nothing
     assert note.returncode == 0 and note.stdout == "first line\nsecond\n"

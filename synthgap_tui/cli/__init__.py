@@ -32,8 +32,20 @@ class _Subcommands(argparse._SubParsersAction):
         return parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's usage errors (exit 2) as JSON when the command line asks for JSON."""
+
+    json_errors = False
+
+    def error(self, message: str):
+        if self.json_errors:
+            common.print_json({"error": f"{self.prog}: {message}"})
+            sys.exit(2)
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="synthgap",
         description="Compose, run and compare synthetic-vs-real training experiments.",
         epilog="Exit codes: 0 ok, 1 the command failed (no such run, a bad spec, ...), 2 usage error.",
@@ -43,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.set_defaults(func=results.cmd_tui)
     parser.register("action", "parsers", _Subcommands)
-    sub = parser.add_subparsers(title="commands", metavar="COMMAND", dest="command")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND", dest="command", parser_class=_Parser)
     for group in GROUPS:
         group.register(sub)
     return parser
@@ -51,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    _Parser.json_errors = "--json" in (sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     usage = args.check(args) if getattr(args, "check", None) else None
     if usage:
