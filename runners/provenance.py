@@ -5,6 +5,7 @@ traced back, and compared between runs (``synthgap diff``)."""
 
 from __future__ import annotations
 
+import os
 import platform
 import socket
 import subprocess
@@ -85,6 +86,7 @@ def capture(spec: dict, resolved: dict) -> dict:
         "host": socket.gethostname(), "platform": platform.platform(),
         "command": [sys.executable, *sys.argv],
         "seed": resolved.get("seed"),
+        "code": os.environ.get("SYNTHGAP_CODE"),  # the runners snapshot it ran from (synthgap_tui/snapshots.py)
         "spec": spec,
     }
 

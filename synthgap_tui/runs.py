@@ -154,6 +154,14 @@ def submit(exp: Experiment, store: RunStore, spec_text: str | None = None, as_na
     specs, missing = plan(exp, ws, store)
     if missing:
         raise SpecError([f"{exp.source}: {m}" for m in missing])
+    from synthgap_tui.supervisor import Config
+
+    if Config.load(ws).snapshot_code:
+        from synthgap_tui import snapshots
+
+        code = snapshots.snapshot(ws.root)
+        for spec in specs.values():
+            spec["code"] = code  # the runners it runs with, whatever is edited meanwhile
     if spec_text is not None:
         kept = _keep_spec(ws, exp, spec_text)
         for spec in specs.values():

@@ -9,7 +9,7 @@ from runners import kinds, protocol
 from synthgap_tui.specs import current_name
 
 # Spec keys copied into the index so the runs table needs no run directory.
-INDEX_SPEC_KEYS = ("id", "name", "experiment", "kind", "created", "depends_on", "gpus_requested")
+INDEX_SPEC_KEYS = ("id", "name", "experiment", "kind", "created", "depends_on", "gpus_requested", "code")
 
 
 def index_fields(spec: dict) -> dict:

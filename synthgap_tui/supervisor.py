@@ -52,6 +52,7 @@ class Config:
     gc_keep_last: bool = True  # [gc] keep_last: `synthgap gc` keeps each run's last checkpoint
     keep_backups: int = 5  # [store] keep_backups: copies of the index `db rebuild` and `gc` keep
     min_free_gb: float = 20.0  # [store] min_free_gb: warn (doctor, app) when the workspace has less free
+    snapshot_code: bool = True  # [supervisor] snapshot_code: runs run the runners as they were at submit
     launcher_options: dict = field(default_factory=dict)  # the table named after the launcher ([slurm])
 
     @classmethod
@@ -63,8 +64,8 @@ class Config:
         except (tomllib.TOMLDecodeError, OSError) as e:
             raise SystemExit(f"synthgap: {ws.config_path}: {e}")
         sup = data.get("supervisor", {})
-        known = {k: sup[k] for k in ("gpus", "cpu_slots", "grace_seconds", "poll_seconds", "launcher")
-                 if k in sup}
+        known = {k: sup[k] for k in ("gpus", "cpu_slots", "grace_seconds", "poll_seconds", "launcher",
+                                     "snapshot_code") if k in sup}
         store = data.get("store", {})
         config = cls(**known, runners=data.get("runners", {}),
                      gc_keep_last=bool(data.get("gc", {}).get("keep_last", True)),
@@ -266,6 +267,16 @@ class Supervisor:
             protocol.write_json_atomic(spec_path, resolved)
         command += ["--run-dir", str(run_dir)] + (["--resume"] if status.get("resume") else [])
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if spec.get("code"):  # the runners as they were when it was submitted
+            from synthgap_tui import snapshots
+
+            code = snapshots.folder(self.ws.root, spec["code"])
+            if not code.is_dir():
+                set_state(self.store, run_id, protocol.FAILED_STATE, ended=time.time(),
+                          error=f"its code snapshot {code} is gone (gc?); retry it to run today's code")
+                return True
+            env["PYTHONPATH"] = os.pathsep.join([str(code), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+            env[snapshots.ENV] = spec["code"]
         if not self.launcher.schedules:  # a scheduler sets the devices of the node it picks
             env.update(CUDA_DEVICE_ORDER="PCI_BUS_ID", CUDA_VISIBLE_DEVICES=",".join(map(str, devices)))
         if not devices and not self.launcher.schedules and "OMP_NUM_THREADS" not in os.environ:

@@ -202,3 +202,72 @@ def test_supervisor_stop_leaves_runs_going(tmp_path):
     assert "supervisor was not running" in cli(ws, "supervisor", "stop", env=env).stdout
     assert cli(ws, "supervisor", "start", env=env).returncode == 0  # adopts the run
     wait_for(lambda: store.list()[0]["state"] == "finished", timeout=60, what="finished")
+
+
+def test_a_queued_run_runs_the_code_of_its_submission_not_later_edits(tmp_path, monkeypatch):
+    """Code that stays put: submit snapshots the runners; editing them afterwards changes
+    nothing for the runs already queued; provenance names the snapshot; gc drops unused ones."""
+    import json
+    import shutil
+
+    from synthgap_tui import runs as lifecycle
+    from synthgap_tui import snapshots
+    from synthgap_tui.specs import parse_spec
+    from synthgap_tui.store import RunStore
+    from synthgap_tui.supervisor import Config, Supervisor
+    from synthgap_tui.workspace import Workspace
+
+    # A copy of the runners package stands in for the checkout people edit.
+    src = tmp_path / "src"
+    shutil.copytree(Path(snapshots.source_files()[0]), src / "runners",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(snapshots, "source_files",
+                        lambda: (src / "runners", sorted((src / "runners").rglob("*.py"))))
+    ws = Workspace(tmp_path / "ws").ensure()
+    (ws.root / "config.toml").write_text("[supervisor]\ngpus = []\n[runners]\nprobe = []\n")
+    exp = parse_spec('[experiment]\nname = "e"\n[runs.g]\nkind = "train-generator"\n')
+    store = RunStore(ws)
+    (run_id,) = lifecycle.submit(exp, store)
+    key = json.loads(ws.run_file(run_id, "spec.json").read_text())["code"]
+    snap = snapshots.folder(ws.root, key)
+    assert (snap / "runners" / "protocol.py").read_bytes() == (src / "runners" / "protocol.py").read_bytes()
+    (src / "runners" / "protocol.py").write_text("raise SystemExit('edited after submit')\n")  # the user edits
+    assert (snap / "runners" / "protocol.py").read_bytes() != (src / "runners" / "protocol.py").read_bytes()
+    (second,) = lifecycle.submit(parse_spec('[experiment]\nname = "f"\n[runs.g]\nkind = "train-generator"\n'), store)
+    assert json.loads(ws.run_file(second, "spec.json").read_text())["code"] != key  # a new snapshot for new code
+
+    launched = {}
+
+    class Recorder:
+        name, schedules, max_nodes = "local", False, 1
+
+        def launch(self, launch):
+            launched[launch.run_id] = launch.env
+            return {"pid": 1}
+
+        def alive(self, handles):
+            from synthgap_tui.launchers import Poll
+
+            return {i: Poll(True) for i in handles}
+
+        def describe(self, handle):
+            return "recorded"
+
+    sup = Supervisor(ws, Config(gpus=[], cpu_slots=2))
+    sup.launcher = Recorder()
+    sup.tick()
+    env = launched[run_id]
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(snap) and env["SYNTHGAP_CODE"] == key
+    # The runner that env starts imports the snapshot's runners, and its provenance names it.
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", "import runners.protocol as p, runners.provenance as v; "
+                          "print(p.__file__); print(v.capture({}, {})['code'])"],
+                         env={**os.environ, **{k: env[k] for k in ("PYTHONPATH", "SYNTHGAP_CODE")}},
+                         capture_output=True, text=True, cwd=ws.run_dir(run_id))
+    where, recorded = out.stdout.split()
+    assert where == str(snap / "runners" / "protocol.py") and recorded == key, out.stderr
+    # gc keeps what unfinished runs need and drops the rest.
+    store.update(run_id, state="finished")
+    assert snapshots.unused(ws.root, store.list()) == [snap]

@@ -174,8 +174,10 @@ def cmd_archive(args) -> int:
 
 
 def cmd_gc(args) -> int:
-    """Prune checkpoints of finished runs."""
-    from synthgap_tui import cleanup
+    """Prune checkpoints of finished runs, old index copies and code snapshots no run needs."""
+    import shutil
+
+    from synthgap_tui import cleanup, snapshots
     from synthgap_tui.formatting import fmt_bytes
     from synthgap_tui.supervisor import Config
 
@@ -185,18 +187,24 @@ def cmd_gc(args) -> int:
     ids = [store.resolve(ref) for ref in args.runs] or None
     pruned = cleanup.gc(store, ids, keep_last=keep_last, dry_run=True)
     backups = store.prune_backups(config.keep_backups, dry_run=True) if ids is None else []
-    total = sum(p.bytes for p in pruned) + sum(b.stat().st_size for b in backups)
-    files = sum(len(p.files) for p in pruned) + len(backups)
+    code = snapshots.unused(store.workspace.root, store.list()) if ids is None else []
+    total = sum(p.bytes for p in pruned) + sum(b.stat().st_size for b in backups) + sum(map(cleanup.disk_use, code))
+    files = sum(len(p.files) for p in pruned) + len(backups) + len(code)
     if files and not args.dry_run:
         runs = sum(bool(p.files) for p in pruned)
-        common.confirm(f"Delete {files - len(backups)} checkpoint file(s) of {runs} finished "
-                 f"run(s){f' and {len(backups)} old index copies' if backups else ''}, {fmt_bytes(total)}?", args.yes)
+        extra = (f" and {len(backups)} old index copies" if backups else "") + \
+            (f" and {len(code)} code snapshots no run needs" if code else "")
+        common.confirm(f"Delete {files - len(backups) - len(code)} checkpoint file(s) of {runs} finished "
+                       f"run(s){extra}, {fmt_bytes(total)}?", args.yes)
         with common.working(f"Deleting {files} file(s)…"):
             pruned = cleanup.gc(store, [p.run_id for p in pruned], keep_last=keep_last)
             store.prune_backups(config.keep_backups)
+            for folder in code:
+                shutil.rmtree(folder, ignore_errors=True)
     if args.json:
         common.print_json({"dry_run": args.dry_run, "bytes_freed": 0 if args.dry_run else total,
                      "bytes": total, "index_backups": [str(b) for b in backups],
+                     "code_snapshots": [str(c) for c in code],
                      "runs": [{"id": p.run_id, "files": [str(f) for f in p.files], "bytes": p.bytes}
                               for p in pruned if p.files]})
         return 0
@@ -206,6 +214,8 @@ def cmd_gc(args) -> int:
     if backups:
         common.console().print(f"{len(backups)} index copies older than the newest {config.keep_backups} "
                          f"([store] keep_backups)", markup=False)
+    if code:
+        common.console().print(f"{len(code)} code snapshot(s) no unfinished run needs", markup=False)
     verb = "would free" if args.dry_run else "freed"
     common.console().print(f"{verb} {fmt_bytes(0 if not files else total)} "
                      f"(kept final weights{' and last checkpoints' if keep_last else ''})", markup=False)

@@ -105,7 +105,8 @@ class SlurmLauncher(Launcher):
         from synthgap_tui.launchers.slurm_job import RunnerJob
 
         executor, opts = executor_for(launch)
-        job_env = {k: v for k, v in launch.env.items() if k in ("PYTHONUNBUFFERED", "SYNTHGAP_KINDS")}
+        job_env = {k: v for k, v in launch.env.items()
+                   if k in ("PYTHONUNBUFFERED", "SYNTHGAP_KINDS", "PYTHONPATH", "SYNTHGAP_CODE")}
         try:
             job = executor.submit(RunnerJob(launch.command, job_env, str(launch.run_dir), nproc=launch.nproc,
                                             max_requeues=opts["max_requeues"]))
