@@ -10,7 +10,7 @@ demo: install
 	synthgap demo
 
 test: install
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -n 2 --dist loadgroup
 
 bench: install
 	for b in bench/*.py; do echo "== $$b"; $(PYTHON) $$b || exit 1; done

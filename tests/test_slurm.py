@@ -19,7 +19,9 @@ from supervised import FAKE, env_for, fake_log, spec_text, states, wait_for
 from runners import protocol
 from synthgap_tui.store import RunStore
 
-pytestmark = pytest.mark.skipif(bool(slurm_cluster.available()), reason=slurm_cluster.available() or "")
+# One cluster for the whole module: under xdist its tests share one worker (--dist loadgroup).
+pytestmark = [pytest.mark.skipif(bool(slurm_cluster.available()), reason=slurm_cluster.available() or ""),
+              pytest.mark.xdist_group("slurm")]
 # (.ci/run installs slurm-wlm and munge and runs as root, so CI never skips these.)
 
 
