@@ -25,6 +25,8 @@ def workspace(tmp_path, monkeypatch):
 
 def subprocess_env(**extra):
     env = dict(os.environ)
+    for key in ("COLUMNS", "LINES"):  # a CLI test sees a pipe unless it sets a width (xdist workers set one)
+        env.pop(key, None)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
     env.update({k: str(v) for k, v in extra.items()})
     return env

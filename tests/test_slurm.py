@@ -99,7 +99,7 @@ def test_a_dependent_pair_runs_in_order_as_slurm_jobs(cluster, tmp_path):
         f"{runs['gen']['id']}/data/train")
     shown = cli(ws, "show", "pretrain")
     assert f"Slurm job {pretrain['handle']['job_id']}" in shown.stdout or "job" in shown.stdout
-    listed = cli(ws, "ls")
+    listed = cli(ws, "ls", "--columns", "name,where")  # whatever width the terminal (or COLUMNS) has
     assert f"{pretrain['handle']['job_id']}@{cluster.node}" in listed.stdout
 
 
