@@ -258,14 +258,12 @@ def retrieve(ctx: RunContext, args) -> dict:
     ctx.log(f"retrieving {len(classes)} classes from {len(pool.samples)} pool images by {cfg['method']}")
     counts = {"corrupt": 0, "embedded": 0}
     scores: dict[tuple[int, int], float] = {}
-    if databases:
-        candidates, counts["not_downloaded"] = database_candidates(ctx, databases, pool, classes)
-        for c, idx in candidates.items():
-            random.Random(mix_seed("retrieve", cfg["seed"], classes[c]["id"])).shuffle(idx)
-        embed_rate = 0.0
-    elif cfg["method"] == "substring":
-        candidates = substring_candidates(ctx, pool, classes)
-        for c, idx in candidates.items():
+    if cfg["method"] == "substring":
+        if databases:
+            candidates, counts["not_downloaded"] = database_candidates(ctx, databases, pool, classes)
+        else:
+            candidates = substring_candidates(ctx, pool, classes)
+        for c, idx in candidates.items():  # images_per_class caps by a seeded sample
             random.Random(mix_seed("retrieve", cfg["seed"], classes[c]["id"])).shuffle(idx)
         embed_rate = 0.0
     else:
