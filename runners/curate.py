@@ -27,50 +27,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
-from torch.utils.data import DataLoader, Dataset
 
 from runners import protocol
 from runners.classes import load_class_list
 from runners.clip import DEFAULT_TEMPLATES, class_names
 from runners.data import IMAGE_EXTENSIONS, DataError, load_rgb, scan_folder
+from runners.embed import Flagged, embed
 from runners.kinds.curate import KIND, scores as filters_by_score
 from runners.runtime import Cancelled, Device, RunContext, RunnerError, run_main, runner_args_parser
 
-UNREADABLE = (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError)
-
-
-class Files(Dataset):
-    """(image tensor, readable): an unreadable image is a blank one, flagged."""
-
-    def __init__(self, files: list[str], transform, size: int):
-        self.files, self.transform, self.size = files, transform, size
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int):
-        try:
-            return self.transform(load_rgb(self.files[i])), True
-        except UNREADABLE:
-            return torch.zeros(3, self.size, self.size), False
-
-
-@torch.no_grad()
-def embed(model, files: list[str], transform, size: int, cfg: dict, device: Device, on_batch=None
-          ) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised embeddings [N, dim] (float32) of ``model`` and which files were readable."""
-    model = model.to(device.device).eval()
-    loader = DataLoader(Files(files, transform, size), batch_size=cfg["batch_size"], num_workers=cfg["workers"],
-                        pin_memory=device.cuda)
-    out, ok = [], []
-    for images, readable in loader:
-        with device.autocast():
-            out.append(torch.nn.functional.normalize(model(device.to(images)).float(), dim=-1).cpu().numpy())
-        ok.append(readable.numpy())
-        if on_batch:
-            on_batch(len(readable))
-    return np.concatenate(out), np.concatenate(ok)
 
 
 def class_thresholds(sims: np.ndarray, labels: np.ndarray, n_classes: int, cfg: dict) -> np.ndarray:
@@ -111,9 +76,10 @@ def curate(ctx: RunContext, args) -> dict:
         from runners.clip import image_transform, load_clip, text_embeddings
 
         clip = load_clip(cfg["clip_model"], cfg.get("clip_pretrained"))
+        clip.model.to(device.device).eval()
         class_list = load_class_list(cfg["classes"]) if cfg.get("classes") else None
-        clip_emb, ok = embed(clip.model.visual, files, image_transform(clip), clip.image_size, cfg, device,
-                             progress.phase("clip score", len(files)))
+        clip_emb, ok = embed(clip.model.visual, Flagged(files, load_rgb, image_transform(clip), clip.image_size),
+                             cfg, device, progress.phase("clip score", len(files)))
         for i in np.flatnonzero(~ok):
             dropped[int(i)] = {"dropped": "unreadable"}
         if filters_by_score(cfg):
@@ -161,17 +127,20 @@ def dedup(ctx: RunContext, cfg: dict, files: list[str], candidates: list[int], c
         from runners.copy_detection import load_descriptor
 
         model, transform = load_descriptor(cfg["dedup_weights"])
+        model.to(device.device)
         size = transform.transforms[0].size[0]
-        ours, _ = embed(model, [files[i] for i in candidates], transform, size, cfg, device,
+        ours, _ = embed(model, Flagged([files[i] for i in candidates], load_rgb, transform, size), cfg, device,
                         progress.phase("descriptor", len(candidates)))
-        theirs, ok = embed(model, evals, transform, size, cfg, device, progress.phase("descriptor (eval)", len(evals)))
+        theirs, ok = embed(model, Flagged(evals, load_rgb, transform, size), cfg, device,
+                           progress.phase("descriptor (eval)", len(evals)))
     else:
         from runners.clip import image_transform, load_clip
 
         clip = load_clip(cfg["clip_model"], cfg.get("clip_pretrained"))
+        clip.model.to(device.device).eval()
         ours = clip_emb[candidates]
-        theirs, ok = embed(clip.model.visual, evals, image_transform(clip), clip.image_size, cfg, device,
-                           progress.phase("clip (eval)", len(evals)))
+        theirs, ok = embed(clip.model.visual, Flagged(evals, load_rgb, image_transform(clip), clip.image_size), cfg,
+                           device, progress.phase("clip (eval)", len(evals)))
     if (~ok).any():
         ctx.log(f"{int((~ok).sum())} unreadable evaluation image(s) not compared", "warning")
     theirs = theirs[ok]

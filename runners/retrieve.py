@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import random
 import re
 import time
@@ -29,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import DataLoader, Dataset
 
 from runners import caption_index, protocol
+from runners.embed import Flagged, embed
 from runners.classes import load_class_list
 from runners.clip import DEFAULT_TEMPLATES
 from runners.data import mix_seed
@@ -97,40 +96,16 @@ def pool_key(pool: Pool) -> str:
 
 
 # -- embeddings and the index ------------------------------------------------
-class PoolImages(Dataset):
-    """(image tensor, readable): an unreadable image is a blank one, flagged."""
-
-    def __init__(self, samples: list[Sample], transform, size: int):
-        self.samples, self.transform, self.size = samples, transform, size
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, i: int):
-        try:
-            return self.transform(self.samples[i].image()), True
-        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
-            return torch.zeros(3, self.size, self.size), False
-
-
-@torch.no_grad()
-def embed_images(clip, samples: list[Sample], cfg: dict, device: Device, on_batch=None) -> tuple[np.ndarray, np.ndarray]:
+def embed_images(clip, samples: list[Sample], cfg: dict, device: Device,
+                 on_batch=None) -> tuple[np.ndarray, np.ndarray]:
     """Normalised image embeddings (float16) and which images could be read
     (``samples`` must not be empty)."""
     from runners.clip import image_transform
 
     model = clip.model.to(device.device).eval()
-    loader = DataLoader(PoolImages(samples, image_transform(clip), clip.image_size), batch_size=cfg["batch_size"],
-                        num_workers=cfg["workers"], pin_memory=device.cuda)
-    embs, valid = [], []
-    for images, ok in loader:
-        with device.autocast():
-            e = torch.nn.functional.normalize(model.encode_image(device.to(images)).float(), dim=-1)
-        embs.append(e.cpu().numpy().astype(np.float16))
-        valid.append(ok.numpy())
-        if on_batch:
-            on_batch(len(ok))
-    return np.concatenate(embs), np.concatenate(valid)
+    emb, ok = embed(model.encode_image, Flagged(samples, Sample.image, image_transform(clip), clip.image_size), cfg,
+                    device, on_batch)
+    return emb.astype(np.float16), ok
 
 
 @torch.no_grad()
