@@ -320,7 +320,8 @@ def test_diff_compares_the_values_used_and_usage_errors_exit_2(tmp_path):
     assert json.loads(run_cli("note", ids[0], "--json", ws=ws.root).stdout)["note"] == "first line\nsecond"
 
 
-def test_submitting_an_existing_experiment_numbers_it_or_takes_as(tmp_path, monkeypatch, capsys):
+def one_run_spec(tmp_path, monkeypatch, run: str = "[runs.a]") -> Path:
+    """A spec of one train run on an empty dataset, submitted with no supervisor started."""
     import synthgap_tui.supervisor
 
     monkeypatch.setattr(synthgap_tui.supervisor, "ensure_supervisor", lambda ws: False)
@@ -328,7 +329,12 @@ def test_submitting_an_existing_experiment_numbers_it_or_takes_as(tmp_path, monk
     (tmp_path / "data" / "val").mkdir()
     spec = tmp_path / "exp.toml"
     spec.write_text(f'[experiment]\nname = "study"\n[datasets]\nreal = "{tmp_path / "data"}"\n'
-                    '[runs.a]\nkind = "train"\ntrain = "real"\neval = "real"\n')
+                    f'{run}\nkind = "train"\ntrain = "real"\neval = "real"\n')
+    return spec
+
+
+def test_submitting_an_existing_experiment_numbers_it_or_takes_as(tmp_path, monkeypatch, capsys):
+    spec = one_run_spec(tmp_path, monkeypatch)
     ws = tmp_path / "ws"
     assert main(["submit", str(spec), "-w", str(ws), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["experiment"] == "study"
@@ -406,14 +412,7 @@ def test_a_dry_run_says_when_training_and_evaluation_classes_disagree(tmp_path):
 
 
 def test_set_overrides_a_spec_at_submit_and_a_field_at_retry(tmp_path, monkeypatch, capsys):
-    import synthgap_tui.supervisor
-
-    monkeypatch.setattr(synthgap_tui.supervisor, "ensure_supervisor", lambda ws: False)
-    (tmp_path / "data" / "train").mkdir(parents=True)
-    (tmp_path / "data" / "val").mkdir()
-    spec = tmp_path / "exp.toml"
-    spec.write_text(f'[experiment]\nname = "study"\n[datasets]\nreal = "{tmp_path / "data"}"\n'
-                    '[runs.base]  # the reference\nkind = "train"\ntrain = "real"\neval = "real"\n')
+    spec = one_run_spec(tmp_path, monkeypatch, "[runs.base]  # the reference")
     ws = tmp_path / "ws"
     assert main(["submit", str(spec), "-w", str(ws), "--set", "runs.base.lr=0.05", "--set", "defaults.epochs=10",
                  "--set", "runs.base.augment=pytorch-example", "--json"]) == 0
