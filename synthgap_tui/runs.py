@@ -219,6 +219,20 @@ def update_status(store: RunStore, run_id: str, **fields) -> None:
     store.update(run_id, **fields)
 
 
+def _refresh_code(store: RunStore, run_id: str) -> None:
+    """A retried run whose code snapshot gc removed (it had finished) runs today's runners,
+    snapshotted now and recorded; one whose snapshot is there keeps it."""
+    from synthgap_tui import snapshots
+
+    path = store.workspace.run_file(run_id, protocol.SPEC_FILE)
+    spec = protocol.read_json(path, {}) or {}
+    if not spec.get("code") or snapshots.folder(store.workspace.root, spec["code"]).is_dir():
+        return
+    spec["code"] = snapshots.snapshot(store.workspace.root)
+    protocol.write_json_atomic(path, spec)
+    store.update(run_id, code=spec["code"])
+
+
 def _change_spec(store: RunStore, run_id: str, changes: dict) -> None:
     """Write a retry's changed fields into the run's spec.json, each checked as a spec's."""
     path = store.workspace.run_file(run_id, protocol.SPEC_FILE)
@@ -328,6 +342,8 @@ def requeue(store: RunStore, run_id: str, resume: bool, changes: dict | None = N
             protocol.fault_point("retry:moved")
             if changes:
                 _change_spec(store, run_id, changes)
+            if not resume:
+                _refresh_code(store, run_id)
             protocol.write_json_atomic(status_path, {"state": protocol.QUEUED, "attempt": attempt, "resume": resume})
             cleared = {} if resume else {"summary": None, "progress": None, "top1": None, "epoch": None}
             store.update(run_id, state=protocol.QUEUED, attempt=attempt, resume=resume, error=None,

@@ -273,7 +273,7 @@ class Supervisor:
             code = snapshots.folder(self.ws.root, spec["code"])
             if not code.is_dir():
                 set_state(self.store, run_id, protocol.FAILED_STATE, ended=time.time(),
-                          error=f"its code snapshot {code} is gone (gc?); retry it to run today's code")
+                          error=f"its code snapshot {code} is gone (gc?); `synthgap retry` runs it with today's code")
                 return True
             env["PYTHONPATH"] = os.pathsep.join([str(code), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
             env[snapshots.ENV] = spec["code"]

@@ -271,3 +271,6 @@ def test_a_queued_run_runs_the_code_of_its_submission_not_later_edits(tmp_path, 
     # gc keeps what unfinished runs need and drops the rest.
     store.update(run_id, state="finished")
     assert snapshots.unused(ws.root, store.list()) == [snap]
+    shutil.rmtree(snap)  # gc removed it: a retry snapshots today's runners and says which
+    lifecycle.requeue(store, run_id, resume=False)
+    assert store.get(run_id)["code"] != key and snapshots.folder(ws.root, store.get(run_id)["code"]).is_dir()
