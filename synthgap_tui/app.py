@@ -389,7 +389,7 @@ class SynthGapApp(App):
                             self.action_compare_selected)
         yield SystemCommand("GPU panel", "Show or hide GPUs, CPU and RAM (g)", self.action_toggle_gpu_panel)
         yield SystemCommand("Screenshot", "Save an SVG of the screen to exports/ (F12)", self.action_save_screen)
-        yield SystemCommand("Rebuild the run index", "Recreate runs.json from the run folders (synthgap db rebuild)",
+        yield SystemCommand("Rebuild the run index", "Recreate runs.sqlite from the run folders (synthgap db rebuild)",
                             self.rebuild_index)
         for fmt, tool in (("tensorboard", "TensorBoard"), ("mlflow", "MLflow")):
             yield SystemCommand(f"Export to {tool}", f"The marked, open or compared runs' curves as {tool} logs "

@@ -86,12 +86,12 @@ def run_checks(workspace: Workspace, monitor: NvmlMonitor | None = None) -> Iter
         warning = low_space(workspace, free)
         yield Check("WARN" if warning else "OK", "disk", warning or f"{fmt_bytes(free)} free in {root}")
 
-    if workspace.index_path.exists():
+    if workspace.index_path.exists() or workspace.legacy_index_path.exists():
         from synthgap_tui.errors import StoreError
         from synthgap_tui.store import RunStore
 
         try:
-            n = len(RunStore(workspace).list())
+            n = RunStore(workspace).count()
             yield Check("OK", "index", f"{n} runs in {workspace.index_path}")
         except StoreError as e:
             yield Check("FAIL", "index", str(e))

@@ -135,7 +135,7 @@ def experiment_name(store: RunStore, name: str, chosen: str | None = None) -> st
     """The experiment's name here: numbered (NAME-2, NAME-3, …) when runs have it already,
     so that results tables never hold two indistinguishable rows; a name the user
     chose (``--as``) must be free."""
-    taken = {r.get("experiment") for r in store.list()}
+    taken = store.experiments()
     if name not in taken:
         return name
     if chosen:

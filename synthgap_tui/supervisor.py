@@ -110,7 +110,7 @@ class Supervisor:
     # -- one pass -------------------------------------------------------------
     def tick(self) -> bool:
         """Advance everything once. Returns False when there is nothing left to do."""
-        runs = {r["id"]: r for r in self.store.list()}
+        runs = {r["id"]: r for r in self._live()}
         active = [r for r in runs.values() if r["state"] in protocol.ACTIVE_STATES]
         statuses = {r["id"]: read_status(self.ws, r["id"]) for r in active}
         # One question to the launcher for all active runs of this launcher.
@@ -130,13 +130,20 @@ class Supervisor:
                 self._settle(run, poll)
                 changes.pop(run["id"], None)
         self.store.update_many(changes)
-        for run_id, why in blocking(self.store.list()).items():
+        for run_id, why in blocking(self._live()).items():
             set_state(self.store, run_id, protocol.BLOCKED if why else protocol.QUEUED, error=why)
             log.info(f"{run_id} " + (f"blocked: {why}" if why else "unblocked"))
-        runs = {r["id"]: r for r in self.store.list()}
+        runs = {r["id"]: r for r in self._live()}
         self._launch_ready(runs)
-        now = self.store.list()
+        now = self._live()
         return any(r["state"] in protocol.ACTIVE_STATES for r in now) or bool(self._ready(now))
+
+    def _live(self) -> list[dict]:
+        """The runs that have not ended and the runs they depend on: all a pass reads
+        (the ended runs, most of a workspace, stay on disk)."""
+        runs = self.store.list(state=sorted(protocol.ACTIVE_STATES | protocol.WAITING_STATES))
+        needed = {d for r in runs for d in r.get("depends_on") or []} - {r["id"] for r in runs}
+        return runs + list(self.store.get_many(needed).values())
 
     def _follow(self, run: dict, changes: dict) -> None:
         run_id = run["id"]

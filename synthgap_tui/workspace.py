@@ -37,6 +37,14 @@ def run_id_to_doc_id(run_id: str) -> int:
     return int(run_id, 36)
 
 
+def doc_id_to_run_id(doc_id: int) -> str:
+    digits = []
+    while doc_id:
+        doc_id, d = divmod(doc_id, 36)
+        digits.append(_ALPHABET[d])
+    return "".join(reversed(digits)).rjust(_ID_LEN, _ALPHABET[0])
+
+
 def is_run_id(text: str) -> bool:
     return len(text) == _ID_LEN and all(c in _ALPHABET for c in text)
 
@@ -51,6 +59,11 @@ class Workspace:
 
     @property
     def index_path(self) -> Path:
+        return self.root / "runs.sqlite"
+
+    @property
+    def legacy_index_path(self) -> Path:
+        """The JSON index of earlier versions (schema 1), moved into index_path on first open."""
         return self.root / "runs.json"
 
     @property

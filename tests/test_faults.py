@@ -110,15 +110,22 @@ def test_rm_puts_the_folders_back_when_the_index_cannot_be_written(tmp_path, mon
     assert len(RunStore(ws).list()) == 3 and RunStore(ws).backups() == []
 
 
-@pytest.mark.parametrize("step", ["rebuild:scanned", "rebuild:backed-up", "publish:runs.json", "rebuild:written"])
-def test_db_rebuild_killed_at_any_step_leaves_an_index_with_every_run(tmp_path, step):
+@pytest.mark.parametrize("step, damaged", [("rebuild:scanned", False), ("rebuild:backed-up", False),
+                                           ("rebuild:written", False), ("rebuild:backed-up", True),
+                                           ("publish:runs.sqlite", True), ("rebuild:written", True)])
+def test_db_rebuild_killed_at_any_step_leaves_an_index_with_every_run(tmp_path, step, damaged):
     ws = Workspace(tmp_path / "ws").ensure()
     ids = finished_runs(ws, 5)
     RunStore(ws).rebuild()  # an index and one backup to start from
+    if damaged:  # a damaged index is replaced by a new file, not refilled
+        ws.index_path.write_bytes(b"\x00damaged" * 1000)
     out = run_cli("db", "rebuild", ws=ws.root, env={protocol.FAULT_ENV: step})
     assert out.returncode == -9, (out.stdout, out.stderr)  # it was killed there
-    assert (ws.root / "runs.json").is_file()
-    assert sorted(r["id"] for r in RunStore(ws).list()) == sorted(ids)
+    assert ws.index_path.is_file()
+    if damaged and step != "rebuild:written":
+        assert run_cli("ls", ws=ws.root).returncode == 1  # still the damaged one: it says so
+    else:
+        assert sorted(r["id"] for r in RunStore(ws).list()) == sorted(ids)
     again = run_cli("db", "rebuild", ws=ws.root)  # the next command understands what it finds
     assert again.returncode == 0 and len(RunStore(ws).list()) == 5
 

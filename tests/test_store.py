@@ -1,6 +1,7 @@
 import json
 import random
 import signal
+import sqlite3
 import subprocess
 import time
 
@@ -56,20 +57,21 @@ def test_explicit_duplicate_id_is_refused(tmp_path):
         store.create({"id": rid})
 
 
-def test_failed_write_changes_nothing(tmp_path, monkeypatch):
+def test_failed_write_changes_nothing(tmp_path):
     store = RunStore(tmp_path)
     rid = store.create({"name": "x"})
-
-    def full_disk(*a, **k):
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr("synthgap_tui.store.os.fsync", full_disk)
-    with pytest.raises(StoreError, match="no space left on device in "):
-        store.update(rid, state="running")
-    monkeypatch.undo()
-    assert store.get(rid)["state"] == "queued"
-    assert RunStore(tmp_path).get(rid)["state"] == "queued"
-    assert not list(tmp_path.glob(".runs.json.*.tmp"))
+    conn = store.index.connection()
+    # SQLite's own "database or disk is full", without filling a disk: no page may be added.
+    conn.execute(f"PRAGMA max_page_count={conn.execute('PRAGMA page_count').fetchone()[0]}")
+    with pytest.raises(StoreError, match="no space left on device in .* free"):
+        store.create_many([{"name": f"n{i}", "state": "running", "pad": "x" * 500} for i in range(100)])
+    with pytest.raises(StoreError, match="no space left on device in .* free"):
+        store.update(rid, state="running", pad="x" * 100_000)
+    assert store.get(rid)["state"] == "queued" and "pad" not in store.get(rid)
+    assert [r["id"] for r in RunStore(tmp_path).list()] == [rid]
+    conn.execute("PRAGMA max_page_count=1073741823")
+    store.update(rid, state="running")  # the same connection goes on once there is room
+    assert RunStore(tmp_path).get(rid)["state"] == "running"
 
 
 CHILD = r"""
@@ -89,9 +91,11 @@ while True:
 """
 
 
-def test_sigkill_at_random_moments_loses_no_acknowledged_update(tmp_path):
+@pytest.mark.parametrize("others", [0, 100_000])
+def test_sigkill_at_random_moments_loses_no_acknowledged_update(tmp_path, others):
     rng = random.Random(1234)
     store = RunStore(tmp_path)
+    store.create_many([{"name": f"old{i}", "state": "finished", "experiment": f"e{i // 40}"} for i in range(others)])
     rid = store.create({"name": "target", "counter": 0})
     acked_counter, acked_created = 0, []
     for _ in range(50):
@@ -115,6 +119,7 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_update(tmp_path):
         for created in acked_created:
             assert fresh.get(created) is not None
     assert acked_counter > 50 and acked_created
+    assert len(RunStore(tmp_path).list(state="finished")) == others  # the rest of the index untouched
 
 
 CONCURRENT = r"""
@@ -152,7 +157,7 @@ def _make_run_dir(ws, name, state):
     return rid
 
 
-@pytest.mark.parametrize("damage", [b"", b'{"meta": {"schema": 1}, "runs": {"1": ', b"\x00garbage"])
+@pytest.mark.parametrize("damage", ["empty", "truncated", "garbage", "json"])
 def test_corrupt_index_points_at_rebuild_and_rebuild_restores(tmp_path, damage):
     ws = tmp_path / "ws"
     store = RunStore(ws)
@@ -161,7 +166,9 @@ def test_corrupt_index_points_at_rebuild_and_rebuild_restores(tmp_path, damage):
         rid = _make_run_dir(ws, f"run{i}", state)
         store.create({"id": rid, "name": f"run{i}", "state": state})
         ids.append(rid)
-    (ws / "runs.json").write_bytes(damage)
+    whole = (ws / "runs.sqlite").read_bytes()
+    (ws / "runs.sqlite").write_bytes({"empty": b"", "truncated": whole[:3000], "garbage": b"\x00garbage" * 500,
+                                      "json": b'{"meta": {"schema": 1}, "runs": {"1": '}[damage])
 
     with pytest.raises(StoreCorrupt, match="synthgap db rebuild"):
         RunStore(ws).list()
@@ -177,15 +184,15 @@ def test_corrupt_index_points_at_rebuild_and_rebuild_restores(tmp_path, damage):
     assert sorted(runs) == sorted(ids)
     assert [runs[i]["state"] for i in ids] == ["finished", "failed", "queued"]
     assert runs[ids[0]]["top1"] == 50.0 and runs[ids[0]]["name"] == "run0"
-    assert list(ws.glob("runs.json.bak-*"))  # the damaged index is kept, not deleted
+    assert list(ws.glob("runs.sqlite.bak-*"))  # the damaged index is kept, not deleted
 
 
 def test_newer_schema_is_refused_clearly(tmp_path):
     store = RunStore(tmp_path)
     store.create({"name": "x"})
-    data = json.loads((tmp_path / "runs.json").read_text())
-    data["meta"]["schema"] = 99
-    (tmp_path / "runs.json").write_text(json.dumps(data))
+    with sqlite3.connect(tmp_path / "runs.sqlite") as conn:
+        conn.execute("PRAGMA user_version=99")
+    conn.close()
     with pytest.raises(StoreError, match="newer SynthGap"):
         RunStore(tmp_path).list()
 
@@ -205,3 +212,69 @@ def test_db_rebuild_migrates_sweep_names_a_shell_would_glob(tmp_path):
     assert store.get(run_id)["name"] == "freeze@freeze_layers=4,seed=0"
     assert json.loads((ws.run_dir(run_id) / "spec.json").read_text())["name"] == "freeze@freeze_layers=4,seed=0"
     assert store.resolve("freeze@freeze_layers=4,seed=0") == run_id
+
+
+def test_a_json_index_of_an_older_version_is_moved_in_once_with_a_message(tmp_path):
+    ids = [new_run_id() for _ in range(3)]
+    legacy = {"meta": {"schema": 1, "token": "ab"},
+              "runs": {str(int(i, 36)): {"id": i, "name": f"r{n}", "state": "finished", "created": 1.7e9 + n,
+                                         "summary": {"top1_mean": 50.0 + n}} for n, i in enumerate(ids)}}
+    (tmp_path / "runs.json").write_text(json.dumps(legacy))
+    first = subprocess.run([PYTHON, "-m", "synthgap_tui.cli", "-w", str(tmp_path), "ls", "-q"],
+                           capture_output=True, text=True, env=subprocess_env())
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.split() == ids and "Moved the run index (3 runs)" in first.stderr
+    assert not (tmp_path / "runs.json").exists() and (tmp_path / "runs.json.migrated").is_file()
+    again = subprocess.run([PYTHON, "-m", "synthgap_tui.cli", "-w", str(tmp_path), "ls", "-q"],
+                           capture_output=True, text=True, env=subprocess_env())
+    assert again.stdout == first.stdout and again.stderr == ""
+    assert RunStore(tmp_path).get(ids[2])["summary"]["top1_mean"] == 52.0
+
+
+def test_changes_give_a_poller_only_what_changed_and_everything_after_a_rebuild(tmp_path):
+    ws = tmp_path / "ws"
+    store = RunStore(ws)
+    a, b, c = (_make_run_dir(ws, n, "finished") for n in "abc")
+    store.create_many([{"id": i, "name": n, "state": "finished"} for i, n in zip((a, b, c), "abc")])
+    start = store.changes(None)
+    assert start.full and [r["id"] for r in start.runs] == [a, b, c]
+    assert store.changes(start.rev).runs == [] and store.changes(start.rev).removed == []
+    subprocess.run([PYTHON, "-c", "import sys; from synthgap_tui.store import RunStore; s = RunStore(sys.argv[1]); "
+                    "s.update(sys.argv[2], note='seen elsewhere'); s.delete_many([sys.argv[3]])", str(ws), b, c],
+                   check=True, env=subprocess_env())
+    later = store.changes(start.rev)
+    assert not later.full and [r["id"] for r in later.runs] == [b] and later.runs[0]["note"] == "seen elsewhere"
+    assert later.removed == [c]
+    store.rebuild()
+    assert store.changes(later.rev).full  # a poller cannot know what a rebuild changed: it reloads
+
+
+def test_tinydb_api_reads_the_index_and_its_writes_keep_other_writers_changes(tmp_path):
+    from tinydb import Query
+
+    store = RunStore(tmp_path)
+    a, b = store.create({"name": "a", "lr": 0.1}), store.create({"name": "b", "lr": 0.2})
+    table = store.db.table("runs")
+    assert [d["id"] for d in table.search(Query().lr > 0.15)] == [b]
+    table.update({"note": "tinydb"}, Query().name == "b")
+    assert store.get(b)["note"] == "tinydb"
+    # TinyDB reads everything, changes its copy, writes everything: another writer
+    # in between must keep its change.
+    data = store.index.read()
+    RunStore(tmp_path).update(a, state="running")
+    data["runs"][str(int(b, 36))]["note"] = "changed by TinyDB"
+    store.index.write(data)
+    assert store.get(a)["state"] == "running" and store.get(b)["note"] == "changed by TinyDB"
+    table.remove(Query().name == "b")
+    assert [r["id"] for r in store.list()] == [a]
+
+
+def test_short_ids_are_the_shortest_unique_prefixes():
+    from synthgap_tui.cli.browse import short_ids
+
+    rng = random.Random(7)
+    ids = sorted({"".join(rng.choice("abc") for _ in range(10)) for _ in range(300)})
+    short = short_ids(ids, ids)
+    for run_id in ids:
+        brute = next(n for n in range(6, 11) if not any(o != run_id and o.startswith(run_id[:n]) for o in ids))
+        assert short[run_id] == run_id[:brute]

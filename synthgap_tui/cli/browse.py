@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import bisect
 import sys
+from itertools import islice
 from datetime import datetime
 
 from runners import protocol
@@ -18,15 +20,23 @@ LS_COLUMNS = {"row": ("#", 1), "id": ("id", 1), "name": ("name", 1), "state": ("
               "where": ("where", 7), "started": ("started", 8)}
 
 
-def short_ids(ids: list[str], at_least: int = 6) -> dict[str, str]:
-    """Each id's shortest unique prefix of at least ``at_least`` characters (git's short ids)."""
+def short_ids(ids: list[str], among: list[str], at_least: int = 6) -> dict[str, str]:
+    """Each of ``ids``' shortest prefix of at least ``at_least`` characters that no
+    other id of the sorted list ``among`` shares (git's short ids)."""
     out = {}
     for run_id in ids:
-        n = at_least
-        while n < len(run_id) and any(o != run_id and o.startswith(run_id[:n]) for o in ids):
-            n += 1
-        out[run_id] = run_id[:n]
+        at = bisect.bisect_left(among, run_id)
+        # Only the neighbours in sorted order can share a longer prefix.
+        shared = max((_common(run_id, among[j]) for j in (at - 1, at + 1) if 0 <= j < len(among)), default=0)
+        out[run_id] = run_id[:max(at_least, shared + 1)]
     return out
+
+
+def _common(a: str, b: str) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
 
 
 def _ls_cells(run: dict, row: int, short: dict[str, str]) -> dict[str, str]:
@@ -60,13 +70,17 @@ def cmd_ls(args) -> int:
     store = common.open_store(args)
     query = RunFilter.parse(" ".join(args.query))
     flags = {"state": args.state, "kind": args.kind, "experiment": args.experiment}
-    everything = store.list()
-    runs = [r for r in everything if query.matches(r) and all(v is None or r.get(k) == v for k, v in flags.items())
-            and (not args.tag or args.tag in (r.get("tags") or []))]
+    def wanted(r: dict) -> bool:
+        return query.matches(r) and (not args.tag or args.tag in (r.get("tags") or []))
+
+    if args.last is not None and not args.sort:  # the newest N: read from the newest back, stop at N
+        runs = list(islice(filter(wanted, store.iterate(newest_first=True, **flags)), args.last))[::-1]
+    else:
+        runs = [r for r in store.iterate(**flags) if wanted(r)]
     if args.sort:
         runs = _sorted(runs, args.sort.lstrip("-"), args.sort.startswith("-"))
-    if args.last is not None:  # sorted: the first N; in creation order: the newest N
-        runs = (runs[:args.last] if args.sort else runs[-args.last:]) if args.last else []
+        if args.last is not None:
+            runs = runs[:args.last]
     if args.quiet:
         sys.stdout.write("".join(r["id"] + "\n" for r in runs))
         return 0
@@ -77,8 +91,8 @@ def cmd_ls(args) -> int:
         filters = [f"--{k} {v}" for k, v in (("state", args.state), ("kind", args.kind),
                                             ("experiment", args.experiment), ("tag", args.tag)) if v]
         filters += args.query
-        if filters and everything:
-            unknown = query.unknown_keys(everything)
+        if filters and store.count():
+            unknown = query.unknown_keys(store.list())
             common.console().print(f"No run matches {' '.join(filters)}."
                              + (f" No run has a field {', '.join(map(repr, unknown))}." if unknown else ""),
                              markup=False)
@@ -88,7 +102,7 @@ def cmd_ls(args) -> int:
         return 0
     store.remember_listing([r["id"] for r in runs])  # `show 3` is the third row
     columns = args.columns or list(LS_COLUMNS)
-    short = short_ids([r["id"] for r in everything])
+    short = short_ids([r["id"] for r in runs], store.ids())
     header = [LS_COLUMNS[c][0] for c in columns]
     rows = [[cells[c] for c in columns] for i, r in enumerate(runs, 1) for cells in [_ls_cells(r, i, short)]]
     if sys.stdout.isatty() or "COLUMNS" in os.environ:  # a terminal (or a width asked for): fit it
@@ -204,7 +218,7 @@ def _show_summary(console, store: RunStore, record: dict, info: dict) -> None:
             console.print(f"  {m.label}: {mean:.{m.digits}f}{spread}{window}", markup=False)
     console.print("\n[bold]files[/]")
     console.print(f"  {info['paths']['run_dir']}", markup=False)
-    ref = short_ids([r["id"] for r in store.list()])[record["id"]]
+    ref = short_ids([record["id"]], store.ids())[record["id"]]
     console.print(f"  log: synthgap logs {ref}   everything: synthgap show {ref} --all", markup=False, style="dim")
 
 

@@ -27,7 +27,12 @@ def workspace(args, create: bool = False) -> Workspace:
 
 
 def open_store(args, create: bool = False) -> RunStore:
-    return RunStore(workspace(args, create))
+    store = RunStore(workspace(args, create))
+    moved = store.migrate_legacy()
+    if moved is not None:
+        console(stderr=True).print(f"Moved the run index ({moved} runs) from runs.json into {store.path}; "
+                                   "runs.json is kept as runs.json.migrated.", markup=False)
+    return store
 
 
 def console(stderr: bool = False):

@@ -62,7 +62,7 @@ def register(sub) -> None:
     """The subcommands of this group, each with its arguments."""
     p = sub.add_parser("db", help="maintain the run index")
     dbsub = p.add_subparsers(title="db commands", metavar="ACTION", required=True)
-    q = dbsub.add_parser("rebuild", help="recreate runs.json from the run directories")
+    q = dbsub.add_parser("rebuild", help="recreate runs.sqlite from the run directories")
     q.add_argument("--json", action="store_true", help="print JSON only")
     q.set_defaults(func=cmd_db_rebuild)
 

@@ -74,8 +74,8 @@ def _completion_words(args, what: str) -> list[str]:
     ws = Workspace.at(args.workspace)
     if not ws.index_path.exists():
         return []
-    runs = RunStore(ws).list()
-    return [r["id"] for r in runs] + sorted({r["name"] for r in runs if r.get("name")})
+    store = RunStore(ws)
+    return store.ids() + sorted(store.names())
 
 
 def cmd_completion(args) -> int:
