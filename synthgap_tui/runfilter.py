@@ -90,6 +90,11 @@ def known_keys(runs: list[dict]) -> set[str]:
     return keys
 
 
+def haystack(run: dict) -> str:
+    """What words are looked for in: a run's searched fields and tags, lower case."""
+    return (" ".join(str(run.get(k) or "") for k in SEARCHED) + " " + " ".join(run.get("tags") or [])).lower()
+
+
 @dataclass(frozen=True)
 class RunFilter:
     words: tuple[str, ...] = ()
@@ -128,9 +133,16 @@ class RunFilter:
         known = known_keys(runs)
         return [e.key for e in self.expressions if e.key not in known]
 
-    def matches(self, run: dict) -> bool:
-        archived = self.fields.get("archived", frozenset({"no"}))
-        if "all" not in archived and bool(run.get("archived")) != ("yes" in archived):
+    def matches(self, run: dict, hay: str | None = None) -> bool:
+        """``hay``: the run's ``haystack``, when the caller keeps it between filters
+        (the words are then the cheapest test, and go first)."""
+        if hay is not None and not all(w in hay for w in self.words):
+            return False
+        archived = self.fields.get("archived")
+        if archived is None:  # the default: archived runs are hidden
+            if run.get("archived"):
+                return False
+        elif "all" not in archived and bool(run.get("archived")) != ("yes" in archived):
             return False
         for key, allowed in self.fields.items():
             if key == "archived":
@@ -142,8 +154,7 @@ class RunFilter:
                 return False
         if not all(e.holds(run) for e in self.expressions):
             return False
-        if self.words:
-            hay = " ".join(str(run.get(k) or "") for k in SEARCHED).lower() + " " + \
-                " ".join(run.get("tags") or []).lower()
+        if self.words and hay is None:
+            hay = haystack(run)
             return all(w in hay for w in self.words)
         return True

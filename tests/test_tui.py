@@ -22,8 +22,8 @@ from tui_fixtures import build_workspace
 async def wait_until(pilot, predicate, timeout=30.0, what="condition"):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if predicate():
-            return
+        if found := predicate():
+            return found
         await pilot.pause(0.1)
     raise AssertionError(f"timed out waiting for {what}")
 
@@ -48,7 +48,7 @@ def test_runs_screen_filters_sorts_and_marks(fixture_ws):
             await pilot.press("escape")
             await wait_until(pilot, lambda: screen.query_one("#runs").row_count == 13, what="cleared")
             await pilot.press("slash", *"freeze_layers", "enter")
-            assert screen.query_one("#runs").row_count == 5
+            await wait_until(pilot, lambda: screen.query_one("#runs").row_count == 5, what="5 rows")
             await pilot.press("space", "down", "space")
             assert len(screen.marked) == 2
             await pilot.press("k")  # cancelling several runs asks first
@@ -381,10 +381,13 @@ def test_footers_fit_80_columns_and_list_enter(fixture_ws):
         async with app.run_test(size=(80, 24)) as pilot:
             await pilot.pause()
             for _ in range(2):  # the runs screen, then a run's
-                keys = list(app.screen.query_one(Footer).query("FooterKey"))
-                await pilot.pause()
-                assert keys and all(k.region.right <= 80 and k.region.width > 0 for k in keys), \
-                    [(k.key_display, k.region) for k in keys]
+                def laid_out():  # the footer recomposes when bindings change: wait for the last one
+                    keys = list(app.screen.query_one(Footer).query("FooterKey"))
+                    open("/tmp/dbg.txt", "w").write(app.export_screenshot())
+                    return keys and all(k.region.width > 0 for k in keys) and keys
+
+                keys = await wait_until(pilot, laid_out, what="the footer laid out")
+                assert all(k.region.right <= 80 for k in keys), [(k.key_display, k.region) for k in keys]
                 if _ == 0:
                     assert any(k.key_display == "⏎" for k in keys)
                     await pilot.press("enter")
@@ -445,3 +448,61 @@ def test_readme_s_key_table_is_the_bindings():
     text = readme.README.read_text()
     assert readme.section(text, keyref.BEGIN, keyref.END) == keyref.markdown(), \
         "README's key table is stale: python -m synthgap_tui.keyref --write"
+
+
+def test_the_runs_table_follows_other_writers_changes_in_place(tmp_path):
+    """The screen reads only what changed: an update, a new run and a removal made by
+    another process's store all show, and a large index is drawn before it is read whole."""
+    from synthgap_tui.screens import runs as runs_screen
+
+    ws = Workspace(tmp_path / "ws").ensure()
+    store = RunStore(ws)
+    ids = store.create_many([{"name": f"r{i:03d}", "kind": "train", "state": "finished", "experiment": "e"}
+                             for i in range(runs_screen.PREVIEW_ROWS + 50)])
+
+    async def go():
+        app = app_for(ws)
+        async with app.run_test(size=(100, 30)) as pilot:
+            screen = app.screen
+            table = screen.query_one("#runs")
+            await wait_until(pilot, lambda: not screen.partial and table.row_count == len(ids), what="every run")
+            assert str(table.get_row_at(0)[0]) == "r000"
+            other = RunStore(ws)
+            other.update(ids[0], state="failed")
+            new = other.create({"name": "r-new", "kind": "train", "state": "queued", "experiment": "e"})
+            other.delete_many([ids[1]])
+            await wait_until(pilot, lambda: table.row_count == len(ids) and table.rows[-1] == new, what="changes")
+            assert str(table.get_row_at(0)[1]) == "failed" and ids[1] not in table.rows
+            await pilot.press("slash", *"state:failed", "enter")
+            await wait_until(pilot, lambda: table.rows == [ids[0]], what="filtered")
+
+    asyncio.run(go())
+
+
+def test_a_large_index_is_drawn_from_its_first_rows_before_it_is_read_whole(tmp_path, monkeypatch):
+    from synthgap_tui.screens import runs as runs_screen
+    from synthgap_tui.store import RunStore as Store
+
+    ws = Workspace(tmp_path / "ws").ensure()
+    Store(ws).create_many([{"name": f"r{i:03d}", "state": "finished", "experiment": "e"}
+                           for i in range(runs_screen.PREVIEW_ROWS + 50)])
+    release = __import__("threading").Event()
+    real_changes = Store.changes
+
+    def slow_changes(self, since):  # reading the whole index takes long: the preview shows meanwhile
+        release.wait(30)
+        return real_changes(self, since)
+
+    monkeypatch.setattr(Store, "changes", slow_changes)
+
+    async def go():
+        app = app_for(ws)
+        async with app.run_test(size=(100, 30)) as pilot:
+            screen = app.screen
+            table = screen.query_one("#runs")
+            await wait_until(pilot, lambda: table.row_count == runs_screen.PREVIEW_ROWS, what="the first rows")
+            assert screen.partial and "reading 250 runs" in str(screen.query_one("#runs-summary").render())
+            release.set()
+            await wait_until(pilot, lambda: table.row_count == runs_screen.PREVIEW_ROWS + 50, what="every run")
+
+    asyncio.run(go())

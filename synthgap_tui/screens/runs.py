@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
+from itertools import islice
 
 from rich.text import Text
 from textual import on, work
@@ -10,19 +12,18 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.widgets import Footer, Header, Input, Static
 
 from synthgap_tui import formatting as fm
 from runners.protocol import ACTIVE_STATES
 from synthgap_tui.formatting import STATE_STYLE
-from synthgap_tui.runfilter import FilterError, RunFilter
+from synthgap_tui.runfilter import FilterError, RunFilter, haystack
 from synthgap_tui.widgets.gpu_panel import GpuPanel
 from synthgap_tui.widgets.runs_table import RunsTable
-from synthgap_tui.store import creation_order
+from synthgap_tui.store import Changes
 
 COLUMNS = (
-    # key, title, width, cell, sort key. Fixed widths: DataTable then need not
-    # measure every cell of thousands of rows. The first five fit in 80 columns.
+    # key, title, width, cell, sort key. The first five fit in 80 columns.
     ("name", "name", 30, lambda r, now: Text(r.get("name", r["id"])), lambda r: r.get("name", "")),
     ("state", "state", 9, lambda r, now: Text(r["state"], style=STATE_STYLE.get(r["state"], "")),
      lambda r: r["state"]),
@@ -39,12 +40,28 @@ COLUMNS = (
 DISK_COLUMN = ("disk", "disk", 9, lambda r, now: fm.fmt_bytes(r.get("disk_bytes")), lambda r: r.get("disk_bytes") or 0)
 
 
-class RunsLoaded(Message):
-    """The index's runs, or None when nothing changed since the last load."""
+PREVIEW_ROWS = 200  # drawn from the first rows read, while the rest of a large index loads
 
-    def __init__(self, runs: list[dict] | None) -> None:
+
+class RunsRead(Message):
+    """Runs from the index: all of them (``full``), the first screenful (``preview``),
+    or only those changed since the last read."""
+
+    def __init__(self, changes: Changes, preview: bool = False, total: int = 0,
+                 hay: dict[str, str] | None = None) -> None:
         super().__init__()
-        self.runs = runs
+        self.changes, self.hay = changes, hay or {}
+        self.preview = preview
+        self.total = total
+
+
+class ViewReady(Message):
+    """The run ids that pass the filter, in the table's order."""
+
+    def __init__(self, order: list[str], generation: int) -> None:
+        super().__init__()
+        self.order = order
+        self.generation = generation
 
 
 class DiskUseMeasured(Message):
@@ -75,9 +92,10 @@ class RunsScreen(Screen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.runs: dict[str, dict] = {}
-        self.shown: dict[str, list] = {}  # cells on screen, per run id
-        self._last_loaded: list[dict] | None = None
+        self.runs: dict[str, dict] = {}  # every run of the index, in creation order
+        self.rev: int | None = None  # the index revision self.runs reflects
+        self.partial = True  # until the whole index has been read once
+        self.states: dict[str, int] = {}
         self.marked: set[str] = set()
         self.filter = RunFilter()
         self.filter_error: str | None = None
@@ -85,20 +103,23 @@ class RunsScreen(Screen):
         self.disk_use: dict[str, int] | None = None  # run id -> bytes, while the disk column shows
         self.sort_index = [c[0] for c in COLUMNS].index("experiment")  # runs of one experiment stay together
         self.sort_reverse = False
+        self._generation = 0  # of the view being computed; older results are dropped
+        self._hay: dict[str, str] = {}  # run id -> its haystack, kept between filters
+        self._reading = False  # a read of the index is under way
+        self._read_rev: int | None = None  # the revision the last read reached (the reading thread's)
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield Input(placeholder="filter: words, state:running, kind:train, tag:baseline, freeze_layers>=8, top1>70",
                     id="filter")
-        yield RunsTable(id="runs", cursor_type="row", zebra_stripes=True)
+        yield RunsTable(self._cells, id="runs")
         yield GpuPanel(id="gpu-panel")
         yield Static("", id="runs-summary")
         yield Footer()
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        for key, title, width, *_ in COLUMNS:
-            table.add_column(title, key=key, width=width)
+        table = self.query_one(RunsTable)
+        table.set_columns([(key, title, width) for key, title, width, *_ in self.columns])
         table.focus()
         self.refresh_runs()
         self.set_interval(1.0, self.refresh_runs)
@@ -106,92 +127,141 @@ class RunsScreen(Screen):
     def refresh_runs(self) -> None:
         if self.is_active:  # a screen on top (run, compare) has the CPU to itself
             self.load_runs()
+            self._tick_clocks()
 
-    @work(thread=True, exclusive=True, group="runs-load")
     def load_runs(self) -> None:
-        # Reading the index parses JSON only when the file changed; an unchanged
-        # list only needs the clocks of active runs to tick.
-        runs = self.app.store_call(self.app.store.list)
-        if runs is None:
-            return
-        self.post_message(RunsLoaded(runs if runs != self._last_loaded else None))
-        self._last_loaded = runs
+        # One read at a time: a thread worker cannot be cancelled, and a read started
+        # while another is under way would read the whole index again.
+        if not self._reading:
+            self._reading = True
+            self._read_index()
 
-    def on_runs_loaded(self, message: RunsLoaded) -> None:
-        if message.runs is None:
-            self.render_table(only_active=True)
+    @work(thread=True, group="runs-load")
+    def _read_index(self) -> None:
+        try:
+            self._read_changes()
+        finally:
+            self._reading = False
+
+    def _read_changes(self) -> None:
+        store = self.app.store
+        if self._read_rev is None and not self.runs:
+            # A large index takes a while to read whole: the first screenful comes first.
+            first = self.app.store_call(lambda: list(islice(filter(self.filter.matches,
+                                                                    store.iterate(by_experiment=True)), PREVIEW_ROWS)))
+            total = self.app.store_call(store.count, 0)
+            if first is not None and total > len(first):
+                self.post_message(RunsRead(Changes(-1, True, first, []), preview=True, total=total))
+        changes = self.app.store_call(lambda: store.changes(self._read_rev))
+        if changes is not None:
+            self._read_rev = changes.rev
+            # Words are looked for in every run at each keystroke: join them here, once.
+            self.post_message(RunsRead(changes, hay={r["id"]: haystack(r) for r in changes.runs}))
+
+    def on_runs_read(self, message: RunsRead) -> None:
+        changes, table = message.changes, self.query_one(RunsTable)
+        if message.preview:
+            if self.partial and not self.runs:
+                self.runs = {r["id"]: r for r in changes.runs}
+                table.set_rows(list(self.runs))
+                self._summarize(total=message.total)
             return
-        self.runs = {r["id"]: r for r in message.runs}
-        self.render_table()
+        if changes.full:
+            self.runs, self._hay = {r["id"]: r for r in changes.runs}, message.hay
+            self.states = Counter(r["state"] for r in self.runs.values())
+            self.rev, self.partial = changes.rev, False
+            self.update_view()
+            return
+        if changes.rev == self.rev:
+            return
+        self.rev = changes.rev
+        key = self.columns[self.sort_index][4]
+        reorder = any(map(table.shows, changes.removed))
+        for run_id in changes.removed:
+            self._hay.pop(run_id, None)
+        self._hay.update(message.hay)
+        for run_id in changes.removed:
+            old = self.runs.pop(run_id, None)
+            if old:
+                self.states[old["state"]] -= 1
+        for run in changes.runs:
+            old = self.runs.get(run["id"])
+            if old is not None:
+                self.states[old["state"]] -= 1
+            self.runs[run["id"]] = run
+            self.states[run["state"]] = self.states.get(run["state"], 0) + 1
+            # Only a run that enters or leaves the view, or moves in it, changes the order.
+            shown = table.shows(run["id"])
+            reorder = reorder or shown != self.filter.matches(run) or (shown and key(old) != key(run))
+        if reorder:
+            self.update_view()
+        else:
+            table.refresh_runs(r["id"] for r in changes.runs)
+            self._summarize()
 
     def on_screen_resume(self) -> None:
         self.load_runs()
 
-    def visible_runs(self) -> list[dict]:
+    def update_view(self) -> None:
+        """Filter and sort every run off the UI thread; the table shows the result."""
+        self._generation += 1
         key = self.columns[self.sort_index][4]
-        runs = [r for r in self.runs.values() if self.filter.matches(r)]
-        runs.sort(key=creation_order)
-        runs.sort(key=key, reverse=self.sort_reverse)
-        return runs
+        self._compute_view(list(self.runs.values()), self.filter, key, self.sort_reverse, self._generation)
 
-    def render_table(self, only_active: bool = False) -> None:
-        table = self.query_one(DataTable)
-        now = time.time()
-        if only_active:
-            for r in self.runs.values():
-                if r["state"] in ACTIVE_STATES and r["id"] in self.shown:
-                    self._update_row(table, r, now)
-            return
-        wanted = self.visible_runs()
-        order = [r["id"] for r in wanted]
-        current = [str(k.value) for k in table.rows]
-        if current != order:
-            cursor_key = current[table.cursor_row] if current and table.cursor_row < len(current) else None
-            table.clear()
-            self.shown = {}
-            for r in wanted:
-                cells = self._cells(r, now)
-                self.shown[r["id"]] = cells
-                table.add_row(*cells, key=r["id"])
-            if cursor_key in order:
-                table.move_cursor(row=order.index(cursor_key))
+    # A description of its own: by default Textual writes the repr of every argument (all runs).
+    @work(thread=True, exclusive=True, group="runs-view", description="filter and sort the runs")
+    def _compute_view(self, runs: list[dict], run_filter: RunFilter, key, reverse: bool, generation: int) -> None:
+        hay = self._hay
+        if run_filter.words:  # each run's words are joined once, not at every keystroke
+            wanted = [r for r in runs if run_filter.matches(r, hay.get(r["id"]) or
+                                                             hay.setdefault(r["id"], haystack(r)))]
         else:
-            for r in wanted:
-                self._update_row(table, r, now)
-        states: dict[str, int] = {}
-        for r in self.runs.values():
-            states[r["state"]] = states.get(r["state"], 0) + 1
-        counts = "  ".join(f"{n} {s}" for s, n in sorted(states.items()))
+            wanted = [r for r in runs if run_filter.matches(r)]  # creation order: ties keep it
+        wanted.sort(key=key, reverse=reverse)
+        self.post_message(ViewReady([r["id"] for r in wanted], generation))
+
+    def on_view_ready(self, message: ViewReady) -> None:
+        if message.generation == self._generation:
+            self.query_one(RunsTable).set_rows(message.order)
+            self._summarize()
+
+    def visible_runs(self) -> list[dict]:
+        return [self.runs[i] for i in self.query_one(RunsTable).rows]
+
+    def _tick_clocks(self) -> None:
+        """Active runs' durations move every second: repaint those on screen."""
+        self.query_one(RunsTable).refresh_runs(i for i, r in self.runs.items() if r["state"] in ACTIVE_STATES)
+
+    def _summarize(self, total: int | None = None) -> None:
+        table = self.query_one(RunsTable)
+        if total is not None:
+            self.query_one("#runs-summary", Static).update(f"reading {total:,} runs…")
+            return
+        counts = "  ".join(f"{n} {s}" for s, n in sorted(self.states.items()) if n)
         marked = f"  |  {len(self.marked)} marked" if self.marked else ""
         empty = "" if self.runs else "No runs yet: press c to compose an experiment, or run `synthgap demo`."
         problem = f"filter: {self.filter_error}" if self.filter_error else ""
-        unknown = self.filter.unknown_keys(list(self.runs.values())) if self.filter.expressions and not wanted else []
-        problem = problem or (f"no run has a field {', '.join(unknown)}" if unknown else "")
+        if self.filter.expressions and not table.row_count and not problem:
+            unknown = self.filter.unknown_keys(list(self.runs.values()))
+            problem = f"no run has a field {', '.join(unknown)}" if unknown else ""
         self.query_one("#runs-summary", Static).update(Text(
-            empty or problem or f"{len(wanted)} of {len(self.runs)} runs  |  {counts}{marked}",
+            empty or problem or f"{table.row_count} of {len(self.runs)} runs  |  {counts}{marked}",
             style="bold red" if problem else ""))
 
-    def _update_row(self, table: DataTable, run: dict, now: float) -> None:
-        """Update only the cells that changed since the last render."""
-        cells = self._cells(run, now)
-        old = self.shown.get(run["id"])
-        for i, (key, cell) in enumerate(zip((c[0] for c in self.columns), cells)):
-            if old is None or old[i] != cell:
-                table.update_cell(run["id"], key, cell)
-        self.shown[run["id"]] = cells
-
-    def _cells(self, run: dict, now: float) -> list:
+    def _cells(self, run_id: str) -> list:
         # Names are Text, not str: "freeze@freeze_layers=3" is not markup.
+        run = self.runs.get(run_id) or {"id": run_id, "state": "?"}
         if self.disk_use is not None:
-            run = {**run, "disk_bytes": self.disk_use.get(run["id"])}
+            run = {**run, "disk_bytes": self.disk_use.get(run_id)}
+        now = time.time()
         cells = [fn(run, now) for _, _, _, fn, _ in self.columns]
-        if run["id"] in self.marked:
+        if run_id in self.marked:
             cells[0] = Text("● " + cells[0].plain, style="bold")
         return cells
 
-    @on(DataTable.RowSelected, "#runs")
-    def row_selected(self, event: DataTable.RowSelected) -> None:
-        self.app.open_run(str(event.row_key.value))
+    @on(RunsTable.RowSelected, "#runs")
+    def row_selected(self, event: RunsTable.RowSelected) -> None:
+        self.app.open_run(event.run_id)
 
     def toggle_gpu_panel(self) -> None:
         panel = self.query_one(GpuPanel)
@@ -224,10 +294,7 @@ class RunsScreen(Screen):
             self.measure_disk_use()
             return
         self.disk_use = None
-        self.columns = list(COLUMNS)
-        self.sort_index = min(self.sort_index, len(COLUMNS) - 1)
-        self.query_one(DataTable).remove_column("disk")
-        self._redraw()
+        self._set_columns(list(COLUMNS))
 
     @work(thread=True, exclusive=True, group="disk-use")
     def measure_disk_use(self) -> None:
@@ -236,19 +303,16 @@ class RunsScreen(Screen):
         self.post_message(DiskUseMeasured(run_disk_use(self.app.store, list(self.runs))))
 
     def on_disk_use_measured(self, message: DiskUseMeasured) -> None:
-        if self.disk_use is None:
-            self.query_one(DataTable).add_column(DISK_COLUMN[1], key=DISK_COLUMN[0], width=DISK_COLUMN[2])
-            self.columns = [*COLUMNS, DISK_COLUMN]
         self.disk_use = message.sizes
         total = sum(message.sizes.values())
         self.notify(f"{fm.fmt_bytes(total)} in {len(message.sizes)} run folders (u hides the column)", timeout=4)
-        self._redraw()
+        self._set_columns([*COLUMNS, DISK_COLUMN])
 
-    def _redraw(self) -> None:
-        """Rebuild every row (columns changed)."""
-        self.query_one(DataTable).clear()
-        self.shown = {}
-        self.render_table()
+    def _set_columns(self, columns: list) -> None:
+        self.columns = columns
+        self.sort_index = min(self.sort_index, len(columns) - 1)
+        self.query_one(RunsTable).set_columns([(key, title, width) for key, title, width, *_ in columns])
+        self.update_view()
 
     def action_tag_runs(self) -> None:
         self.app.annotate("tag", self.targets())
@@ -266,40 +330,39 @@ class RunsScreen(Screen):
         except FilterError as e:
             self.filter_error = str(e)
         event.input.set_class(self.filter_error is not None, "-invalid")
-        self.render_table()
+        self.update_view()
+        self._summarize()
 
     @on(Input.Submitted, "#filter")
     def filter_submitted(self) -> None:
-        self.query_one(DataTable).focus()
+        self.query_one(RunsTable).focus()
 
-    @on(DataTable.HeaderSelected)
-    def header_selected(self, event: DataTable.HeaderSelected) -> None:
-        index = [c[0] for c in self.columns].index(str(event.column_key.value))
+    @on(RunsTable.HeaderSelected)
+    def header_selected(self, event: RunsTable.HeaderSelected) -> None:
+        index = [c[0] for c in self.columns].index(event.column_key)
         self.sort_reverse = not self.sort_reverse if index == self.sort_index else False
         self.sort_index = index
-        self.render_table()
+        self.update_view()
 
     def selected_run_id(self) -> str | None:
-        table = self.query_one(DataTable)
-        if not table.row_count:
-            return None
-        return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+        return self.query_one(RunsTable).cursor_run_id()
 
     def action_focus_filter(self) -> None:
         self.query_one("#filter", Input).focus()
 
     def action_clear_filter(self) -> None:
         self.query_one("#filter", Input).value = ""
-        self.query_one(DataTable).focus()
+        self.query_one(RunsTable).focus()
 
     def action_cycle_sort(self) -> None:
         self.sort_index = (self.sort_index + 1) % len(self.columns)
         self.sort_reverse = False
         self.notify(f"sorted by {self.columns[self.sort_index][1]}", timeout=1.5)
-        self.render_table()
+        self.update_view()
 
     def action_toggle_mark(self) -> None:
         run_id = self.selected_run_id()
         if run_id:
             self.marked.symmetric_difference_update({run_id})
-            self.render_table()
+            self.query_one(RunsTable).refresh_runs([run_id])
+            self._summarize()
