@@ -396,6 +396,11 @@ class SynthGapApp(App):
                                 f"(synthgap export --format {fmt})", lambda f=fmt: self._export_to(f))
         yield SystemCommand("Prune checkpoints", "Delete checkpoints of finished runs, keeping final weights "
                             "(synthgap gc)", self.action_gc)
+        if isinstance(screen, RunsScreen) and (failed := screen.failed_of_experiment()):
+            experiment, run_ids = failed
+            yield SystemCommand(f"Retry the failed runs of {experiment}",
+                                f"{len(run_ids)} failed run(s), from scratch (synthgap retry --failed {experiment})",
+                                lambda: self.confirm_lifecycle("retry", run_ids))
         yield SystemCommand("Show archived runs", "Filter the runs table to archived runs (archived:yes)",
                             lambda: self._set_filter("archived:yes"))
         yield SystemCommand("Stop the supervisor", "The queue stops moving; running runs keep going "

@@ -226,12 +226,18 @@ class Supervisor:
         return [g for g in self.gpus if g not in busy], self.config.cpu_slots - cpu_busy
 
     def _launch_ready(self, runs: dict) -> None:
+        if self.launcher.schedules:  # the scheduler places them (and queues them until it can), together
+            prepared = [(run, launch) for run in self._ready(list(runs.values()))
+                        if not self.stopping and (launch := self._prepare(run, [])) is not None]
+            results = self.launcher.launch_many([launch for _, launch in prepared])
+            for run, launch in prepared:
+                if self._record(run, launch, results[run["id"]]):
+                    runs[run["id"]] = {**run, "state": protocol.STARTING, "gpus": []}
+            return
         for run in self._ready(list(runs.values())):
             free_gpus, free_cpu = self._free_devices(runs)
             want = run.get("gpus_requested", 1)
-            if self.launcher.schedules:  # the scheduler places it (and queues it until it can)
-                devices = []
-            elif self.gpus and want > 0:
+            if self.gpus and want > 0:
                 if len(free_gpus) < want:
                     if want > len(self.gpus):
                         set_state(self.store, run["id"], protocol.FAILED_STATE, ended=time.time(),
@@ -249,6 +255,14 @@ class Supervisor:
     def _launch(self, run: dict, devices: list[int]) -> bool:
         """Start one run. False when the launcher cannot start anything now (the
         run stays queued, with the reason in its error field)."""
+        launch = self._prepare(run, devices)
+        if launch is None:
+            return True
+        return self._record(run, launch, self.launcher.launch_many([launch])[run["id"]])
+
+    def _prepare(self, run: dict, devices: list[int]) -> launchers.Launch | None:
+        """What to start for a run, or None when it is not started now (it failed, or
+        waits for disk space: its error field says which)."""
         run_id = run["id"]
         run_dir = self.ws.run_dir(run_id)
         status = read_status(self.ws, run_id)
@@ -262,14 +276,14 @@ class Supervisor:
                 if not (run.get("error") or "").startswith(why.split(" and ")[0]):  # said once, not every pass
                     log.warning(f"{run_id} {run.get('name')} {why}")
                     self.store.update(run_id, error=why)
-                return True  # the next runs may fit; this one is asked again each pass
+                return None  # the next runs may fit; this one is asked again each pass
             if self.launcher.max_nodes is not None and nodes > self.launcher.max_nodes:
                 raise UserError(f"nodes = {nodes} needs a launcher that spans nodes ([supervisor] launcher = "
                                 f"\"slurm\"); {self.launcher.name} runs on one")
         except (UserError, KeyError) as e:
             set_state(self.store, run_id, protocol.FAILED_STATE, ended=time.time(), error=str(e))
             log.info(f"{run_id} {run.get('name')} not started: {e}")
-            return True
+            return None
         if resolved != spec:
             protocol.write_json_atomic(spec_path, resolved)
         command += ["--run-dir", str(run_dir)] + (["--resume"] if status.get("resume") else [])
@@ -281,7 +295,7 @@ class Supervisor:
             if not code.is_dir():
                 set_state(self.store, run_id, protocol.FAILED_STATE, ended=time.time(),
                           error=f"its code snapshot {code} is gone (gc?); `synthgap retry` runs it with today's code")
-                return True
+                return None
             env["PYTHONPATH"] = os.pathsep.join([str(code), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
             env[snapshots.ENV] = spec["code"]
         if not self.launcher.schedules:  # a scheduler sets the devices of the node it picks
@@ -290,20 +304,26 @@ class Supervisor:
             # CPU runs share the cores: more threads than cores makes small ops wait.
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // max(1, self.config.cpu_slots)))
         options = {**self.config.launcher_options, **(spec.get(self.launcher.name) or {})}
-        try:
-            handle = self.launcher.launch(launchers.Launch(
-                run_id=run_id, command=command, nproc=max(1, run.get("gpus_requested", 1)), env=env,
-                run_dir=run_dir, devices=devices, options=options, nodes=nodes,
-                gpus=run.get("gpus_requested", 1)))
-        except launchers.LaunchError as e:
-            if run.get("error") != f"not started yet: {e}":
-                log.warning(f"{run_id} {run.get('name')} not started yet: {e}")
-                self.store.update(run_id, error=f"not started yet: {e}")
+        # A sweep's members (NAME@k=v) form a group a scheduler may submit together.
+        name = run.get("name") or ""
+        group = f"{run.get('experiment')}/{name.partition('@')[0]}" if "@" in name else None
+        return launchers.Launch(run_id=run_id, command=command, nproc=max(1, run.get("gpus_requested", 1)), env=env,
+                                run_dir=run_dir, devices=devices, options=options, nodes=nodes,
+                                gpus=run.get("gpus_requested", 1), group=group)
+
+    def _record(self, run: dict, launch: launchers.Launch, result: dict | launchers.LaunchError) -> bool:
+        """Keep what launching a run gave: its handle, or why it is still queued (False)."""
+        run_id = run["id"]
+        if isinstance(result, launchers.LaunchError):
+            if run.get("error") != f"not started yet: {result}":
+                log.warning(f"{run_id} {run.get('name')} not started yet: {result}")
+                self.store.update(run_id, error=f"not started yet: {result}")
             return False
-        set_state(self.store, run_id, protocol.STARTING, launcher=self.launcher.name, handle=handle,
-                  gpus=devices, started=time.time(), attempt=status.get("attempt", 1), error=None, where=None)
-        log.info(f"{run_id} {run.get('name')} launched on {devices or 'cpu'}: "
-                 f"{self.launcher.describe(handle)}")
+        status = read_status(self.ws, run_id)
+        set_state(self.store, run_id, protocol.STARTING, launcher=self.launcher.name, handle=result,
+                  gpus=launch.devices, started=time.time(), attempt=status.get("attempt", 1), error=None, where=None)
+        log.info(f"{run_id} {run.get('name')} launched on {launch.devices or 'cpu'}: "
+                 f"{self.launcher.describe(result)}")
         return True
 
     def _disk_too_small(self, run: dict, spec: dict) -> str | None:

@@ -35,8 +35,9 @@ def _bin(name: str) -> str:
 
 
 class Cluster:
-    def __init__(self, root: Path, cpus: int | None = None):
+    def __init__(self, root: Path, cpus: int | None = None, max_array_size: int = 1001):
         self.root = Path(root)
+        self.max_array_size = max_array_size  # Slurm's default; the tests make it small to see arrays split
         self.node = socket.gethostname().split(".")[0]
         self.cpus = cpus or os.cpu_count() or 1
         self.conf = self.root / "slurm.conf"
@@ -84,6 +85,7 @@ SelectTypeParameters=CR_CPU
 ReturnToService=2
 JobRequeue=1
 MinJobAge=600
+MaxArraySize={self.max_array_size}
 SlurmctldTimeout=30
 MessageTimeout=3
 SlurmdTimeout=10

@@ -435,3 +435,24 @@ def test_set_overrides_a_spec_at_submit_and_a_field_at_retry(tmp_path, monkeypat
     assert main(["retry", run_id, "-w", str(ws), "--set", "lrr=1"]) == 1
     assert "lrr: is not a field of a train run" in capsys.readouterr().err
     assert store.get(run_id)["state"] == "finished" and store.get(run_id)["attempt"] == 2  # nothing moved
+
+
+def test_retry_failed_requeues_only_the_failed_runs_of_an_experiment(tmp_path, capsys, monkeypatch):
+    from tui_fixtures import build_workspace
+
+    monkeypatch.setattr("synthgap_tui.supervisor.ensure_supervisor", lambda ws: None)
+    ws = build_workspace(tmp_path / "ws")
+    store = RunStore(ws)
+    other = next(r["id"] for r in store.list() if r["name"] == "synth-only")
+    store.update(other, state="failed")  # failed, but in another experiment
+    failed = [r["id"] for r in store.list(experiment="data reduction", state="failed")]
+    assert len(failed) == 1
+    assert main(["retry", "--failed", "data reduction", "-w", str(ws.root), "--json"]) == 0
+    assert [r["id"] for r in json.loads(capsys.readouterr().out)] == failed
+    assert store.get(failed[0])["state"] == "queued" and store.get(other)["state"] == "failed"
+    assert main(["retry", "--failed", "data reduction", "-w", str(ws.root)]) == 1  # none left
+    assert "has no failed runs" in capsys.readouterr().err
+    assert main(["retry", "--failed", "nope", "-w", str(ws.root)]) == 1
+    assert "no such experiment" in capsys.readouterr().err
+    assert main(["retry", "-w", str(ws.root)]) == 2
+    assert "--failed EXPERIMENT" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 here by a fixture and stopped by pid): dependencies, cancel, time-limit
 requeue with resume, supervisor adoption, the controller going away."""
 
+import json
 import os
 import subprocess
 import time
@@ -27,7 +28,7 @@ pytestmark = [pytest.mark.skipif(bool(slurm_cluster.available()), reason=slurm_c
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = slurm_cluster.Cluster(tmp_path_factory.mktemp("slurm")).start()
+    c = slurm_cluster.Cluster(tmp_path_factory.mktemp("slurm"), max_array_size=16).start()
     os.environ.update(c.env)  # every slurm command of this process and its children
     yield c
     c.stop()
@@ -236,3 +237,80 @@ def test_a_run_s_own_slurm_table_caps_its_requeues(cluster, tmp_path):
     assert "after 0 requeue(s) (max_requeues = 0)" in store.get(run_id)["error"]
     assert final(ws / "runs" / run_id)["type"] == "cancelled"  # it saved a checkpoint on the way out
     assert (ws / "runs" / run_id / "checkpoints" / "state.json").exists()
+
+
+def test_a_sweep_becomes_job_arrays_whose_members_cancel_requeue_and_retry_alone(cluster, tmp_path):
+    """20 members, the test cluster's MaxArraySize 16: two arrays (16 + 4), one sbatch each."""
+    ws = make_ws(tmp_path, array_parallelism=6)
+    notes = [(f"fail-once-{i}" if i in (3, 17) else f"ok{i}") for i in range(20)]
+    env, log = submit(ws, tmp_path, '[runs.s]\nkind = "train"\ntrain = "real"\neval = "real"\nepochs = 40\n'
+                                    f'[runs.s.sweep]\nnotes = {notes!r}\n'.replace("'", '"'), step_s=0.4)
+    store = RunStore(ws)
+    runs = {r["name"]: r["id"] for r in store.list()}
+    wait_for(lambda: all(status(ws, i).get("handle", {}).get("job_id") for i in runs.values()), timeout=60,
+             what="every member submitted")
+    jobs = {name: status(ws, i)["handle"]["job_id"] for name, i in runs.items()}
+    arrays = {j.split("_")[0] for j in jobs.values()}
+    assert all("_" in j for j in jobs.values()) and len(arrays) == 2, jobs
+    assert sorted(sum(1 for j in jobs.values() if j.startswith(a + "_")) for a in arrays) == [4, 16]
+    scripts = [p.read_text() for p in (ws / "slurm-arrays").glob("*/*_submission.sh")]
+    assert sorted(s.count("#SBATCH --array=") for s in scripts) == [1, 1]
+    assert any("--array=0-15%6" in s for s in scripts) and any("--array=0-3%4" in s for s in scripts)  # at most n
+
+    # One member cancelled, one requeued at its warning signal: the others do not notice.
+    cancelled, requeued = runs["s@notes=ok0"], runs["s@notes=ok1"]
+    wait_for(lambda: store.get(requeued)["state"] == "running" and store.get(cancelled)["state"] == "running"
+             and (store.get(requeued).get("progress") or 0) > 0.05, timeout=90, what="two members running")
+    # scancel --signal returns only once the job's steps answer (seconds, when they end on it): not waited for.
+    warning = subprocess.Popen(["scancel", "--signal=USR2", jobs["s@notes=ok1"]])
+    assert cli(ws, "cancel", cancelled, env=env).returncode == 0
+    from synthgap_tui.launchers.slurm_job import read_state
+
+    wait_for(lambda: read_state(ws / "runs" / requeued).get("requeued_at"), timeout=60, what="the requeue")
+    warning.kill()  # scancel would go on signalling the requeued task
+    wait_for(lambda: not set(states(ws).values()) & {"queued", "starting", "running"}, timeout=240,
+             what="every member ended")
+    ended = states(ws)
+    assert ended["s@notes=ok0"] == "cancelled"
+    assert ended["s@notes=fail-once-3"] == ended["s@notes=fail-once-17"] == "failed"
+    assert list(ended.values()).count("finished") == 17
+    assert status(ws, requeued)["where"]["requeues"] >= 1
+    assert [e.get("resumed") for e in events(ws / "runs" / requeued) if e["type"] == "start"][:2] == [False, True]
+    assert all(status(ws, i)["where"]["requeues"] == 0 for name, i in runs.items() if name != "s@notes=ok1")
+    job_log = cli(ws, "logs", runs["s@notes=ok5"], "--job", env=env)
+    assert job_log.returncode == 0, job_log.stderr
+    assert str(ws / "slurm-arrays") in cli(ws, "show", runs["s@notes=ok5"], "--all", env=env).stdout
+    # The test cluster keeps no accounting: show says so, once, instead of efficiencies.
+    shown = cli(ws, "show", runs["s@notes=ok5"], env=env).stdout
+    assert shown.count("Slurm accounting is not available here (") == 1, shown
+
+    # Only the failed members go again, as one array of two.
+    out = cli(ws, "retry", "--failed", "test", "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    failed = {r["id"] for r in json.loads(out.stdout)}
+    assert failed == {i for name, i in runs.items() if ended[name] == "failed"}
+    wait_for(lambda: list(states(ws).values()).count("finished") == 19, timeout=120, what="the retried finished")
+    again = {status(ws, i)["handle"]["job_id"] for i in failed}
+    assert len({j.split("_")[0] for j in again}) == 1 and not {j.split("_")[0] for j in again} & arrays
+    assert states(ws)["s@notes=ok0"] == "cancelled"  # not retried
+
+
+def test_array_tasks_whose_ids_never_reached_status_json_are_adopted(cluster, tmp_path):
+    from synthgap_tui.launchers import Launch
+    from synthgap_tui.launchers.slurm import SlurmLauncher
+
+    launches = []
+    for i in range(3):
+        run_dir = tmp_path / "ws" / "runs" / f"adopt0000{i}"
+        run_dir.mkdir(parents=True)
+        launches.append(Launch(run_id=f"adopt0000{i}", command=[PYTHON, str(FAKE), "--run-dir", str(run_dir)],
+                               nproc=1, env={}, run_dir=run_dir, devices=[], group="e/sweep",
+                               options={"time": 5, "sbatch": {"begin": "now+1hour"}}, gpus=0))
+    first = SlurmLauncher().launch_many(launches)
+    second = SlurmLauncher().launch_many(launches)  # a new supervisor process
+    try:
+        assert [second[x.run_id]["job_id"] for x in launches] == [first[x.run_id]["job_id"] for x in launches]
+        assert all(second[x.run_id].get("adopted") for x in launches)
+        assert len({first[x.run_id]["job_id"].split("_")[0] for x in launches}) == 1
+    finally:
+        subprocess.run(["scancel", first[launches[0].run_id]["job_id"].split("_")[0]])

@@ -238,8 +238,11 @@ def test_a_queued_run_runs_the_code_of_its_submission_not_later_edits(tmp_path, 
 
     launched = {}
 
+    from synthgap_tui.launchers import Launcher
+
     class Recorder:
         name, schedules, max_nodes = "local", False, 1
+        launch_many = Launcher.launch_many
 
         def launch(self, launch):
             launched[launch.run_id] = launch.env

@@ -506,3 +506,52 @@ def test_a_large_index_is_drawn_from_its_first_rows_before_it_is_read_whole(tmp_
             await wait_until(pilot, lambda: table.row_count == runs_screen.PREVIEW_ROWS + 50, what="every run")
 
     asyncio.run(go())
+
+
+def test_the_run_screen_shows_the_scheduler_s_accounting_once(tmp_path, monkeypatch):
+    from runners import protocol
+    from synthgap_tui import launchers
+
+    ws = Workspace(tmp_path / "ws").ensure()
+    run_id = RunStore(ws).create({"name": "far", "kind": "train", "state": "finished", "launcher": "slurm"})
+    ws.run_dir(run_id).mkdir(parents=True)
+    protocol.write_json_atomic(ws.run_dir(run_id) / protocol.STATUS_FILE,
+                               {"state": "finished", "launcher": "slurm", "handle": {"job_id": "812_3"}})
+    asked = []
+    slurm = launchers.get("slurm")
+    monkeypatch.setattr(slurm, "usage", lambda handle: asked.append(handle["job_id"]) or
+                        "Slurm job 812_3 (COMPLETED): 0:10:00 elapsed, CPU efficiency 75%")
+
+    async def go():
+        app = app_for(ws)
+        async with app.run_test(size=(120, 30)) as pilot:
+            app.open_run(run_id)
+            await wait_until(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.query("#run-title") and
+                             "CPU efficiency 75%" in str(app.screen.query_one("#run-title").render()),
+                             what="the job's accounting")
+            time.sleep(0.01)
+            protocol.write_json_atomic(ws.run_dir(run_id) / protocol.STATUS_FILE,  # re-read, unchanged job
+                                       {"state": "finished", "launcher": "slurm", "handle": {"job_id": "812_3"},
+                                        "where": {"node": "n1"}})
+            await pilot.pause(1.5)  # the screen polls its files: accounting is asked once, not every read
+            assert asked == ["812_3"]
+
+    asyncio.run(go())
+
+
+def test_the_palette_retries_the_failed_runs_of_the_experiment_under_the_cursor(fixture_ws, monkeypatch):
+    async def go():
+        app = app_for(fixture_ws)
+        async with app.run_test(size=(100, 30)) as pilot:
+            runs = app.screen
+            await wait_until(pilot, lambda: runs.query_one("#runs").row_count == 13, what="13 rows")
+            assert runs.runs[runs.selected_run_id()]["experiment"] == "data reduction"
+            commands = {c.title: c for c in app.get_system_commands(runs)}
+            command = commands["Retry the failed runs of data reduction"]
+            asked = []
+            monkeypatch.setattr(app, "confirm_lifecycle", lambda action, ids: asked.append((action, ids)))
+            command.callback()
+            failed = [r["id"] for r in RunStore(fixture_ws).list(experiment="data reduction", state="failed")]
+            assert asked == [("retry", failed)] and failed
+
+    asyncio.run(go())

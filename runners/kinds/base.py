@@ -168,7 +168,7 @@ def check_class_source(value: str) -> str | None:
 # A run's `slurm` table (over config.toml's [slurm]): what the Slurm launcher
 # passes to sbatch through submitit. Named here so specs are checked at submit.
 SLURM_OPTIONS = ("partition", "account", "qos", "time", "gpus_per_node", "cpus_per_task", "mem", "constraint",
-                 "exclude", "signal_delay_s", "max_requeues", "setup", "sbatch")
+                 "exclude", "signal_delay_s", "max_requeues", "setup", "sbatch", "array_parallelism")
 
 
 def _slurm_options(value: dict) -> str | None:

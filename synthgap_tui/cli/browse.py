@@ -7,6 +7,7 @@ import bisect
 import sys
 from itertools import islice
 from datetime import datetime
+from pathlib import Path
 
 from runners import protocol
 from synthgap_tui.cli import common
@@ -150,12 +151,15 @@ def cmd_show(args) -> int:
             protocol.STDOUT_FILE, protocol.RESULTS_FILE, protocol.CHECKPOINT_DIR)},
     }
     info["paths"]["run_dir"] = info["paths"].pop("")
+    from synthgap_tui import launchers
+
+    status = info["status"] or {}
+    info["usage"] = launchers.of_status(status)[0].usage(status["handle"]) if status.get("handle") else None
     if args.json:
         common.print_json(info)
         return 0
     from rich.markup import escape
 
-    from synthgap_tui import launchers
     from synthgap_tui.formatting import fmt_bytes, fmt_where
 
     console = common.console()
@@ -170,6 +174,8 @@ def cmd_show(args) -> int:
                   f"disk {fmt_bytes(info['disk_bytes'])}" + ("  [dim](archived)[/]" if record.get("archived") else ""))
     if record.get("error"):
         console.print(f"[red]error:[/] {escape(record['error'])}")
+    if info["usage"]:
+        console.print(info["usage"], style="dim", markup=False)
     if not args.all:
         _show_summary(console, store, record, info)
         return 0
@@ -254,9 +260,13 @@ def cmd_logs(args) -> int:
         run_id = store.resolve(args.run)
         run_dir = store.workspace.run_dir(run_id)
         if args.job:
-            outputs = sorted((run_dir / "slurm").glob("*_log.out"), key=lambda p: p.stat().st_mtime)
+            # An array task's output is in its array's folder, named by the task's job id (A_T).
+            handle = (protocol.read_json(run_dir / protocol.STATUS_FILE, {}) or {}).get("handle") or {}
+            folder = Path(handle["slurm_folder"]) if handle.get("slurm_folder") else run_dir / "slurm"
+            pattern = f"{handle['job_id']}_*_log.out" if handle.get("slurm_folder") else "*_log.out"
+            outputs = sorted(folder.glob(pattern), key=lambda p: p.stat().st_mtime)
             if not outputs:
-                raise UserError(f"run {run_id} has no Slurm job output in {run_dir / 'slurm'} (not a Slurm run, "
+                raise UserError(f"run {run_id} has no Slurm job output in {folder} (not a Slurm run, "
                                 "or its job has not started)")
             path = outputs[-1]
         else:

@@ -105,6 +105,7 @@ def cmd_cancel(args) -> int:
 
 
 def _requeue(args, resume: bool) -> int:
+    from runners import protocol
     from synthgap_tui import runs as lifecycle
     from synthgap_tui.supervisor import ensure_supervisor
 
@@ -118,6 +119,15 @@ def _requeue(args, resume: bool) -> int:
         return f"queued again (attempt {attempt}" + (", from its last checkpoint)" if resume else ", from scratch)") \
             + (f" with {', '.join(f'{k} = {v!r}' for k, v in changes.items())}" if changes else "")
 
+    if args.failed:  # every failed run of an experiment (a sweep's failed members), with any named
+        store = common.open_store(args)
+        failed = [r["id"] for r in store.list(experiment=args.failed, state=protocol.FAILED_STATE)]
+        if not failed and not args.runs:
+            raise UserError(f"experiment {args.failed!r} has no failed runs"
+                            + ("" if args.failed in store.experiments() else " (no such experiment; see `synthgap ls`)"))
+        args.runs = [*args.runs, *failed]
+    elif not args.runs:
+        raise UsageError("name the runs (RUN ...), or --failed EXPERIMENT")
     code = common.each_run(args, act)
     if queued:  # the runs that could be queued start, whatever happened to the others
         ensure_supervisor(common.workspace(args))
@@ -311,7 +321,11 @@ def register(sub) -> None:
             ("resume", cmd_resume, "continue ended runs from their last checkpoint"),
             ("retry", cmd_retry, "run ended runs again from scratch (old files kept in attempts/)")):
         p = sub.add_parser(name, help=text)
-        common.completes(p.add_argument("runs", nargs="+", metavar="RUN", help=common.RUNS_HELP), "runs")
+        common.completes(p.add_argument("runs", nargs="*" if name != "cancel" else "+", metavar="RUN",
+                                        help=common.RUNS_HELP), "runs")
+        if name != "cancel":
+            p.add_argument("--failed", metavar="EXPERIMENT",
+                           help="also every failed run of EXPERIMENT (a sweep's failed members)")
         p.add_argument("--json", action="store_true", help="print each run's outcome as JSON")
         if name == "retry":
             p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="run it again with a field "

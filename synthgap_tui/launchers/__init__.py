@@ -41,6 +41,7 @@ class Launch:
     options: dict = field(default_factory=dict)  # the launcher's settings: config.toml's, then the run's
     nodes: int = 1
     gpus: int = 0  # GPUs the run asks for (per node): a scheduler's request when its options do not say
+    group: str | None = None  # runs of one group (a sweep's members) may be started together
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,17 @@ class Launcher(ABC):
     def launch(self, launch: Launch) -> dict:
         """Start the run; returns its handle."""
 
+    def launch_many(self, launches: list[Launch]) -> dict[str, dict | LaunchError]:
+        """Start several runs; each run's handle, or the LaunchError that kept it queued.
+        A scheduler may start a group's runs as one submission (a Slurm job array)."""
+        out: dict[str, dict | LaunchError] = {}
+        for launch in launches:
+            try:
+                out[launch.run_id] = self.launch(launch)
+            except LaunchError as e:
+                out[launch.run_id] = e
+        return out
+
     @abstractmethod
     def alive(self, handles: dict[str, dict]) -> dict[str, Poll]:
         """For each run id, a Poll. One call for all active runs: a launcher
@@ -84,6 +96,11 @@ class Launcher(ABC):
     def describe(self, handle: dict) -> str:
         """Where the run is, for people: 'pid 123 on box', 'job 42 on node3'."""
         return ""
+
+    def usage(self, handle: dict) -> str | None:
+        """What the scheduler's accounting says of the run's job (elapsed, CPU and memory
+        efficiency, GPU utilisation), or why it cannot say; None without a scheduler."""
+        return None
 
 
 _instances: dict[str, Launcher] = {}

@@ -19,7 +19,7 @@ from textual.worker import get_current_worker
 
 from runners import kinds, protocol
 from runners.kinds import Chart
-from synthgap_tui import formatting as fm
+from synthgap_tui import launchers, formatting as fm
 from synthgap_tui import rundiff
 from synthgap_tui.annotations import FILE as ANNOTATIONS_FILE
 from synthgap_tui.tail import RunHistory, tail_lines
@@ -43,6 +43,14 @@ class EventsArrived(Message):
                  provenance: dict | None = None) -> None:
         super().__init__()
         self.events, self.record, self.stdout, self.provenance = events, record, stdout, provenance
+
+
+class UsageRead(Message):
+    """What the scheduler's accounting says of the run's job (or why it cannot say)."""
+
+    def __init__(self, line: str) -> None:
+        super().__init__()
+        self.line = line
 
 
 PREFERRED_EPOCH_FIELDS = ("top1", "train_loss", "val_loss", "holdout_top1")
@@ -80,6 +88,8 @@ class RunScreen(Screen):
         self.pending_steps = False
         self.last_chart_draw = 0.0
         self.epoch_field: str | None = None  # charted on the Epochs tab; f picks another
+        self.usage: str | None = None  # the scheduler's accounting of the job, shown under the title
+        self._usage_asked: tuple | None = None  # (job, ended) it was asked for: once each, not every poll
 
     def compose(self) -> ComposeResult:
         self.spec = protocol.read_json(self.app.workspace.run_file(self.run_id, protocol.SPEC_FILE), {}) or {}
@@ -142,12 +152,27 @@ class RunScreen(Screen):
             self.post_message(EventsArrived(events, record, stdout, provenance))
             time.sleep(POLL_S)
 
+    @work(thread=True, exclusive=True, group="run-usage")
+    def ask_usage(self, launcher: str | None, handle: dict) -> None:
+        line = launchers.get(launcher).usage(handle)
+        if line:
+            self.post_message(UsageRead(line))
+
+    def on_usage_read(self, message: UsageRead) -> None:
+        self.usage = message.line
+        self.render_run(new_epochs=False, new_steps=False)
+
     def spec_identity(self) -> dict:
         return {k: self.spec[k] for k in ("name", "kind", "experiment") if k in self.spec}
 
     def on_events_arrived(self, message: EventsArrived) -> None:
         if message.record:
             self.record = message.record
+            handle = self.record.get("handle") or {}
+            asked = (handle.get("job_id"), self.record.get("state") in protocol.ENDED_STATES)
+            if handle.get("job_id") and asked != self._usage_asked:
+                self._usage_asked = asked
+                self.ask_usage(self.record.get("launcher"), handle)
         if message.provenance:
             lines = [f"{k} = {rundiff.fmt(v)}" for k, v in rundiff.flatten(message.provenance).items()
                      if not k.startswith("spec.")]
@@ -181,6 +206,8 @@ class RunScreen(Screen):
             title.append(f"\n{r['error']}", style="red")
         if r.get("note"):
             title.append(f"\n{r['note']}", style="italic")
+        if self.usage:
+            title.append(f"\n{self.usage}", style="dim")
         self.query_one("#run-title", Static).update(title)
         p = h.progress
         done, total = p.get("done", 0), p.get("total") or 0

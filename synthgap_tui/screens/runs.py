@@ -280,6 +280,12 @@ class RunsScreen(Screen):
     def action_retry_run(self) -> None:
         self.app.confirm_lifecycle("retry", self.targets())
 
+    def failed_of_experiment(self) -> tuple[str, list[str]] | None:
+        """The experiment under the cursor and its failed runs (a sweep's failed members), if any."""
+        experiment = (self.runs.get(self.selected_run_id() or "") or {}).get("experiment")
+        failed = [i for i, r in self.runs.items() if r.get("experiment") == experiment and r["state"] == "failed"]
+        return (experiment, failed) if experiment and failed else None
+
     def action_archive_runs(self) -> None:
         targets = self.targets()
         # All archived already: the key brings them back.

@@ -25,6 +25,16 @@ from textual.strip import Strip
 Cells = Callable[[str], Sequence["Text | str"]]
 
 
+class _TableMessage(Message):
+    def __init__(self, table: "RunsTable") -> None:
+        super().__init__()
+        self.table = table
+
+    @property
+    def control(self) -> "RunsTable":  # what @on(..., "#runs") matches
+        return self.table
+
+
 class RunsTable(ScrollView, can_focus=True):
     BINDINGS = [
         Binding("enter", "select_cursor", "Open", key_display="⏎"),
@@ -39,23 +49,15 @@ class RunsTable(ScrollView, can_focus=True):
 
     cursor_row: reactive[int] = reactive(0, always_update=True)
 
-    class RowSelected(Message):
+    class RowSelected(_TableMessage):
         def __init__(self, table: "RunsTable", run_id: str) -> None:
-            super().__init__()
-            self.table, self.run_id = table, run_id
+            super().__init__(table)
+            self.run_id = run_id
 
-        @property
-        def control(self) -> "RunsTable":
-            return self.table
-
-    class HeaderSelected(Message):
+    class HeaderSelected(_TableMessage):
         def __init__(self, table: "RunsTable", column_key: str) -> None:
-            super().__init__()
-            self.table, self.column_key = table, column_key
-
-        @property
-        def control(self) -> "RunsTable":
-            return self.table
+            super().__init__(table)
+            self.column_key = column_key
 
     def __init__(self, cells: Cells, **kwargs) -> None:
         super().__init__(**kwargs)
