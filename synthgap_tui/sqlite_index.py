@@ -176,8 +176,7 @@ class SQLiteStorage(Storage):
                     try:
                         conn.execute("ROLLBACK")
                     except sqlite3.Error:
-                        pass  # the connection is reopened on its next use
-                        self._local.key = None
+                        self._local.key = None  # reopened on its next use
                 if isinstance(e, sqlite3.Error):
                     raise storage_error(e, self.path) from None
                 raise

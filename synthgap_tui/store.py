@@ -191,12 +191,16 @@ class RunStore:
         order = "DESC" if newest_first else "ASC"
         group = "ifnull(experiment, ''), " if by_experiment else ""
         conn = self.index.connection()
+        cursor = None
         try:
             cursor = conn.execute(f"SELECT doc FROM runs {where} ORDER BY {group}created {order}, id {order}", params)
             while rows := cursor.fetchmany(_BATCH):
                 yield from index.parse_docs(t for (t,) in rows)
         except sqlite3.Error as e:
             raise index.storage_error(e, self.path) from None
+        finally:
+            if cursor is not None:  # a caller that stopped early: the read lock goes now
+                cursor.close()
 
     def ids(self) -> list[str]:
         """Every run id, sorted (for short forms)."""
