@@ -7,6 +7,10 @@ submitted straight with submitit's executor and waited for; both wall times
 are measured in the same run. Also counted: Slurm client calls per
 supervisor pass while runs are active (should not grow with their number).
 
+Then 200 sweep members handed to the Slurm launcher at once, as job arrays
+(the sweep's way) and as 200 single jobs: submission wall time, sbatch calls,
+and squeue calls for one watching pass (all held pending, then cancelled).
+
 Needs root and Debian's slurm-wlm + munge (as .ci/run installs them).
 Last line: ``slurm overhead: X.XXx`` (target <= 1.3x).
 """
@@ -94,6 +98,34 @@ def direct_submitit(tmp: Path, noop: Path) -> float:
     return time.perf_counter() - start
 
 
+def submissions(tmp: Path, noop: Path, as_arrays: bool, n: int = 200) -> tuple[float, int, int]:
+    """Hand n sweep members to a fresh Slurm launcher: wall time, sbatch calls, squeue calls per pass."""
+    import subprocess
+
+    from synthgap_tui.launchers import Launch
+    from synthgap_tui.launchers.slurm import SlurmLauncher
+
+    launches = []
+    for i in range(n):
+        run_dir = tmp / "runs" / f"member{i:04d}"
+        run_dir.mkdir(parents=True)
+        launches.append(Launch(run_id=f"member{i:04d}", command=[sys.executable, str(noop), "--run-dir", str(run_dir)],
+                               nproc=1, env={}, run_dir=run_dir, devices=[], gpus=0,
+                               group="bench/sweep" if as_arrays else None,
+                               options={"time": 10, "gpus_per_node": 0, "sbatch": {"begin": "now+1hour"}}))
+    launcher = SlurmLauncher()
+    start = time.perf_counter()
+    handles = launcher.launch_many(launches)
+    elapsed = time.perf_counter() - start
+    submitted = launcher.submissions
+    before = launcher.calls
+    polls = launcher.alive(handles)
+    assert all(p.running for p in polls.values()), "every member pending"
+    squeue_calls = launcher.calls - before
+    subprocess.run(["scancel", *{h["job_id"].split("_")[0] for h in handles.values()}], check=True)
+    return elapsed, submitted, squeue_calls
+
+
 def main() -> int:
     why = slurm_cluster.available()
     if why:
@@ -110,11 +142,17 @@ def main() -> int:
             first = direct_submitit(tmp / "a", noop)
             ours, calls = through_synthgap(tmp, noop)
             direct = min(first, direct_submitit(tmp / "b", noop))
+            arrays = submissions(tmp / "arrays", noop, as_arrays=True)
+            singles = submissions(tmp / "singles", noop, as_arrays=False)
         finally:
             cluster.stop()
     print(f"{N} no-op runs on a local one-node cluster ({cluster.cpus} CPUs)")
     print(f"submitit directly:        {direct:6.1f} s (the faster of {first:.1f} s before and the run after ours)")
     print(f"through SynthGap (slurm): {ours:6.1f} s")
+    for label, (wall, sbatch, squeue) in (("as job arrays", arrays), ("as single jobs", singles)):
+        print(f"200 sweep members {label:15s}: submitted in {wall:5.2f} s, {sbatch:3d} sbatch call(s), "
+              f"{squeue} squeue call(s) per watching pass")
+    print(f"array submission speedup: {singles[0] / arrays[0]:.2f}x")
     for active in sorted({*sorted(calls)[:: max(1, len(calls) // 6)], max(calls)}):
         print(f"  Slurm calls per watching pass with {active:2d} active runs: "
               f"{statistics.mean(calls[active]):.1f} (max {max(calls[active])})")
