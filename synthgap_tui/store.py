@@ -88,15 +88,16 @@ class RunStore:
         self._writers = WriterLock(self.path)
         self.db = TinyDB(self.path, self._writers, self.migrate_legacy, storage=index.SQLiteStorage)
         self.index: index.SQLiteStorage = self.db.storage
+        self.migrated: int | None = None  # runs moved in from runs.json by this store, to say so once
 
     def locked(self):
         """Context manager: hold the writers' lock across several operations."""
         return self._writers
 
     def migrate_legacy(self) -> int | None:
-        """Move a JSON index (``runs.json``, schema 1) into ``runs.sqlite`` once; the
-        number of runs moved, or None when there was nothing to move. The JSON file
-        stays beside it as ``runs.json.migrated``."""
+        """Move a JSON index (``runs.json``, schema 1) into ``runs.sqlite`` once (the
+        first read of a missing index does it too); the number of runs moved, or None
+        when there was nothing to move. The JSON file stays as ``runs.json.migrated``."""
         legacy = self.workspace.legacy_index_path
         if self.path.exists() or not legacy.exists():
             return None
@@ -106,7 +107,14 @@ class RunStore:
             docs = _legacy_docs(legacy)
             index.create(self.path, docs)
             legacy.rename(legacy.with_name(legacy.name + ".migrated"))
-        return len(docs)
+        self.migrated = len(docs)
+        return self.migrated
+
+    def migration_message(self) -> str | None:
+        if self.migrated is None:
+            return None
+        return (f"Moved the run index ({self.migrated} runs) from runs.json into {self.path}; "
+                "runs.json is kept as runs.json.migrated.")
 
     # -- writes ----------------------------------------------------------------
     def create(self, record: dict) -> str:

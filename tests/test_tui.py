@@ -555,3 +555,23 @@ def test_the_palette_retries_the_failed_runs_of_the_experiment_under_the_cursor(
             assert asked == [("retry", failed)] and failed
 
     asyncio.run(go())
+
+
+def test_an_older_workspace_s_json_index_is_moved_in_and_the_app_says_so(tmp_path):
+    import json as _json
+
+    from synthgap_tui.workspace import new_run_id
+
+    ws = Workspace(tmp_path / "ws").ensure()
+    run_id = new_run_id()
+    (ws.root / "runs.json").write_text(_json.dumps({"meta": {"schema": 1, "token": "x"}, "runs": {
+        str(int(run_id, 36)): {"id": run_id, "name": "old", "state": "finished", "created": 1.0}}}))
+
+    async def go():
+        app = app_for(ws)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_until(pilot, lambda: app.screen.query_one("#runs").row_count == 1, what="the old run")
+            await wait_until(pilot, lambda: any("Moved the run index (1 runs)" in n.message
+                                                for n in app._notifications), what="the message")
+
+    asyncio.run(go())

@@ -30,8 +30,7 @@ def open_store(args, create: bool = False) -> RunStore:
     store = RunStore(workspace(args, create))
     moved = store.migrate_legacy()
     if moved is not None:
-        console(stderr=True).print(f"Moved the run index ({moved} runs) from runs.json into {store.path}; "
-                                   "runs.json is kept as runs.json.migrated.", markup=False)
+        console(stderr=True).print(store.migration_message(), markup=False)
     return store
 
 

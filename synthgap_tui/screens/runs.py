@@ -167,6 +167,8 @@ class RunsScreen(Screen):
                 self._summarize(total=message.total)
             return
         if changes.full:
+            if self.rev is None and (moved := self.app.store.migration_message()):  # an older workspace
+                self.notify(moved, timeout=10)
             self.runs, self._hay = {r["id"]: r for r in changes.runs}, message.hay
             self.states = Counter(r["state"] for r in self.runs.values())
             self.rev, self.partial = changes.rev, False
