@@ -58,8 +58,7 @@ def _text(value) -> str | None:
 
 
 def parse_docs(texts: Iterable[str]) -> list[dict]:
-    # One parse of one array: a third faster than a loads() per row at 100,000 runs.
-    return orjson.loads("[" + ",".join(texts) + "]")
+    return [orjson.loads(text) for text in texts]
 
 
 def storage_error(e: sqlite3.Error, path: Path) -> StoreError:

@@ -34,10 +34,6 @@ LISTING_FILE = ".last-ls"  # the run ids of the last `synthgap ls`, by row
 _BATCH = 512  # rows parsed at a time by iterate()
 
 
-def creation_order(run: dict) -> tuple:
-    return run.get("created") or 0.0, run["id"]
-
-
 @dataclass
 class Changes:
     """What a poller that had seen revision ``since`` needs: every run (``full``,

@@ -456,3 +456,20 @@ def test_retry_failed_requeues_only_the_failed_runs_of_an_experiment(tmp_path, c
     assert "no such experiment" in capsys.readouterr().err
     assert main(["retry", "-w", str(ws.root)]) == 2
     assert "--failed EXPERIMENT" in capsys.readouterr().err
+
+
+def test_gc_removes_job_array_folders_only_when_all_their_runs_are_gone(tmp_path):
+    from runners import protocol
+
+    ws = tmp_path / "ws"
+    store = RunStore(ws)
+    kept, gone = store.create({"name": "kept", "state": "finished"}), store.create({"name": "gone"})
+    store.delete_many([gone])
+    for key, members in (("live", [kept, gone]), ("dead", [gone])):
+        (ws / "slurm-arrays" / key).mkdir(parents=True)
+        protocol.write_json_atomic(ws / "slurm-arrays" / key / "members.json", members)
+        (ws / "slurm-arrays" / key / "1_0_0_log.out").write_text("task output\n")
+    out = run_cli("gc", "--yes", "--json", ws=ws)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["slurm_arrays"] == [str(ws / "slurm-arrays" / "dead")]
+    assert not (ws / "slurm-arrays" / "dead").exists() and (ws / "slurm-arrays" / "live" / "1_0_0_log.out").exists()

@@ -189,6 +189,7 @@ def cmd_gc(args) -> int:
 
     from synthgap_tui import cleanup, snapshots
     from synthgap_tui.formatting import fmt_bytes
+    from synthgap_tui.launchers.slurm import unused_arrays
     from synthgap_tui.supervisor import Config
 
     store = common.open_store(args)
@@ -198,23 +199,28 @@ def cmd_gc(args) -> int:
     pruned = cleanup.gc(store, ids, keep_last=keep_last, dry_run=True)
     backups = store.prune_backups(config.keep_backups, dry_run=True) if ids is None else []
     code = snapshots.unused(store.workspace.root, store.list()) if ids is None else []
-    total = sum(p.bytes for p in pruned) + sum(b.stat().st_size for b in backups) + sum(map(cleanup.disk_use, code))
-    files = sum(len(p.files) for p in pruned) + len(backups) + len(code)
+    # Folders: code snapshots no run needs, Slurm job arrays whose runs were all removed.
+    arrays = unused_arrays(store.workspace.root, set(store.ids())) if ids is None else []
+    folders = code + arrays
+    total = sum(p.bytes for p in pruned) + sum(b.stat().st_size for b in backups) + \
+        sum(map(cleanup.disk_use, folders))
+    files = sum(len(p.files) for p in pruned) + len(backups) + len(folders)
     if files and not args.dry_run:
         runs = sum(bool(p.files) for p in pruned)
         extra = (f" and {len(backups)} old index copies" if backups else "") + \
-            (f" and {len(code)} code snapshots no run needs" if code else "")
-        common.confirm(f"Delete {files - len(backups) - len(code)} checkpoint file(s) of {runs} finished "
+            (f" and {len(code)} code snapshots no run needs" if code else "") + \
+            (f" and {len(arrays)} job array folders of removed runs" if arrays else "")
+        common.confirm(f"Delete {files - len(backups) - len(folders)} checkpoint file(s) of {runs} finished "
                        f"run(s){extra}, {fmt_bytes(total)}?", args.yes)
         with common.working(f"Deleting {files} file(s)…"):
             pruned = cleanup.gc(store, [p.run_id for p in pruned], keep_last=keep_last)
             store.prune_backups(config.keep_backups)
-            for folder in code:
+            for folder in folders:
                 shutil.rmtree(folder, ignore_errors=True)
     if args.json:
         common.print_json({"dry_run": args.dry_run, "bytes_freed": 0 if args.dry_run else total,
                      "bytes": total, "index_backups": [str(b) for b in backups],
-                     "code_snapshots": [str(c) for c in code],
+                     "code_snapshots": [str(c) for c in code], "slurm_arrays": [str(a) for a in arrays],
                      "runs": [{"id": p.run_id, "files": [str(f) for f in p.files], "bytes": p.bytes}
                               for p in pruned if p.files]})
         return 0
@@ -226,6 +232,8 @@ def cmd_gc(args) -> int:
                          f"([store] keep_backups)", markup=False)
     if code:
         common.console().print(f"{len(code)} code snapshot(s) no unfinished run needs", markup=False)
+    if arrays:
+        common.console().print(f"{len(arrays)} Slurm job array folder(s) whose runs were all removed", markup=False)
     verb = "would free" if args.dry_run else "freed"
     common.console().print(f"{verb} {fmt_bytes(0 if not files else total)} "
                      f"(kept final weights{' and last checkpoints' if keep_last else ''})", markup=False)

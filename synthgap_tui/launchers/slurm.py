@@ -173,9 +173,13 @@ class SlurmLauncher(Launcher):
     def _submit_array(self, chunk: list[Launch]) -> dict[str, dict | LaunchError]:
         key = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
         folder = chunk[0].run_dir.parent.parent / ARRAYS_DIR / key
-        folder.mkdir(parents=True)
-        # Before sbatch: a supervisor killed right after it finds its tasks' runs here.
-        protocol.write_json_atomic(folder / MEMBERS_FILE, [launch.run_id for launch in chunk])
+        try:
+            folder.mkdir(parents=True)
+            # Before sbatch: a supervisor killed right after it finds its tasks' runs here.
+            protocol.write_json_atomic(folder / MEMBERS_FILE, [launch.run_id for launch in chunk])
+        except OSError as e:
+            error = LaunchError(f"cannot prepare the job array: {protocol.os_error_message(e, folder)}")
+            return {launch.run_id: error for launch in chunk}
         executor, opts = executor_for(chunk[0], folder=folder, job_name=f"{ARRAY_PREFIX}{key}")
         jobs = self._sbatch(lambda: executor.submit_array([_job(launch, opts) for launch in chunk]))
         if isinstance(jobs, LaunchError):
@@ -262,6 +266,16 @@ class SlurmLauncher(Launcher):
 
         self.calls += 1
         return slurm_accounting.describe(slurm_accounting.usage(handle["job_id"]))
+
+
+def unused_arrays(workspace: Path, run_ids: set[str]) -> list[Path]:
+    """Array folders none of whose runs is left in the index (``gc``): the task logs and
+    submitit's files go with the last of their runs, as a run's own ``slurm/`` does."""
+    base = workspace / ARRAYS_DIR
+    if not base.is_dir():
+        return []
+    return sorted(folder for folder in base.iterdir() if folder.is_dir() and
+                  not set(protocol.read_json(folder / MEMBERS_FILE, []) or []) & run_ids)
 
 
 def _handle(launch: Launch) -> dict:

@@ -179,10 +179,9 @@ class RunsScreen(Screen):
         self.rev = changes.rev
         key = self.columns[self.sort_index][4]
         reorder = any(map(table.shows, changes.removed))
-        for run_id in changes.removed:
-            self._hay.pop(run_id, None)
         self._hay.update(message.hay)
         for run_id in changes.removed:
+            self._hay.pop(run_id, None)
             old = self.runs.pop(run_id, None)
             if old:
                 self.states[old["state"]] -= 1
@@ -226,9 +225,6 @@ class RunsScreen(Screen):
         if message.generation == self._generation:
             self.query_one(RunsTable).set_rows(message.order)
             self._summarize()
-
-    def visible_runs(self) -> list[dict]:
-        return [self.runs[i] for i in self.query_one(RunsTable).rows]
 
     def _tick_clocks(self) -> None:
         """Active runs' durations move every second: repaint those on screen."""
