@@ -3,8 +3,8 @@
 Run directories are the source of truth; ``runs.sqlite`` indexes them so that
 listing 100,000 runs does not open 100,000 folders. Writers hold a file lock
 for the whole read-modify-write and commit one transaction, so the TUI, the
-CLI and the supervisor can all write; readers take no file lock, and pollers
-read only what changed since they last looked (``changes``).
+CLI and the supervisor can all write; readers never take the writers' lock,
+and pollers read only what changed since they last looked (``changes``).
 """
 
 from __future__ import annotations
