@@ -20,6 +20,7 @@ from supervised import FAKE, env_for, fake_log, spec_text, states, wait_for
 from runners import protocol
 from synthgap_tui.store import RunStore
 
+MAX_ARRAY_SIZE = 20  # the test cluster's (Slurm's default is 1001): a 20-member sweep fits in one array
 # One cluster for the whole module: under xdist its tests share one worker (--dist loadgroup).
 pytestmark = [pytest.mark.skipif(bool(slurm_cluster.available()), reason=slurm_cluster.available() or ""),
               pytest.mark.xdist_group("slurm")]
@@ -28,7 +29,7 @@ pytestmark = [pytest.mark.skipif(bool(slurm_cluster.available()), reason=slurm_c
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = slurm_cluster.Cluster(tmp_path_factory.mktemp("slurm"), max_array_size=16).start()
+    c = slurm_cluster.Cluster(tmp_path_factory.mktemp("slurm"), max_array_size=MAX_ARRAY_SIZE).start()
     os.environ.update(c.env)  # every slurm command of this process and its children
     yield c
     c.stop()
@@ -239,8 +240,7 @@ def test_a_run_s_own_slurm_table_caps_its_requeues(cluster, tmp_path):
     assert (ws / "runs" / run_id / "checkpoints" / "state.json").exists()
 
 
-def test_a_sweep_becomes_job_arrays_whose_members_cancel_requeue_and_retry_alone(cluster, tmp_path):
-    """20 members, the test cluster's MaxArraySize 16: two arrays (16 + 4), one sbatch each."""
+def test_a_sweep_becomes_one_job_array_whose_members_cancel_requeue_and_retry_alone(cluster, tmp_path):
     ws = make_ws(tmp_path, array_parallelism=6)
     notes = [(f"fail-once-{i}" if i in (3, 17) else f"ok{i}") for i in range(20)]
     env, log = submit(ws, tmp_path, '[runs.s]\nkind = "train"\ntrain = "real"\neval = "real"\nepochs = 40\n'
@@ -251,11 +251,9 @@ def test_a_sweep_becomes_job_arrays_whose_members_cancel_requeue_and_retry_alone
              what="every member submitted")
     jobs = {name: status(ws, i)["handle"]["job_id"] for name, i in runs.items()}
     arrays = {j.split("_")[0] for j in jobs.values()}
-    assert all("_" in j for j in jobs.values()) and len(arrays) == 2, jobs
-    assert sorted(sum(1 for j in jobs.values() if j.startswith(a + "_")) for a in arrays) == [4, 16]
-    scripts = [p.read_text() for p in (ws / "slurm-arrays").glob("*/*_submission.sh")]
-    assert sorted(s.count("#SBATCH --array=") for s in scripts) == [1, 1]
-    assert any("--array=0-15%6" in s for s in scripts) and any("--array=0-3%4" in s for s in scripts)  # at most n
+    assert len(arrays) == 1 and sorted(int(j.split("_")[1]) for j in jobs.values()) == list(range(20)), jobs
+    (script,) = [p.read_text() for p in (ws / "slurm-arrays").glob("*/*_submission.sh")]  # one sbatch
+    assert "#SBATCH --array=0-19%6" in script
 
     # One member cancelled, one requeued at its warning signal: the others do not notice.
     cancelled, requeued = runs["s@notes=ok0"], runs["s@notes=ok1"]
@@ -295,22 +293,28 @@ def test_a_sweep_becomes_job_arrays_whose_members_cancel_requeue_and_retry_alone
     assert states(ws)["s@notes=ok0"] == "cancelled"  # not retried
 
 
-def test_array_tasks_whose_ids_never_reached_status_json_are_adopted(cluster, tmp_path):
+def test_arrays_split_at_max_array_size_and_their_tasks_are_adopted_when_ids_were_never_recorded(cluster, tmp_path):
+    """25 members, MaxArraySize 20: arrays of 20 and 5; a second launcher (a restarted
+    supervisor) finds every task by its array's members.json and submits nothing."""
     from synthgap_tui.launchers import Launch
     from synthgap_tui.launchers.slurm import SlurmLauncher
 
     launches = []
-    for i in range(3):
-        run_dir = tmp_path / "ws" / "runs" / f"adopt0000{i}"
+    for i in range(25):
+        run_dir = tmp_path / "ws" / "runs" / f"adopt{i:05d}"
         run_dir.mkdir(parents=True)
-        launches.append(Launch(run_id=f"adopt0000{i}", command=[PYTHON, str(FAKE), "--run-dir", str(run_dir)],
+        launches.append(Launch(run_id=f"adopt{i:05d}", command=[PYTHON, str(FAKE), "--run-dir", str(run_dir)],
                                nproc=1, env={}, run_dir=run_dir, devices=[], group="e/sweep",
                                options={"time": 5, "sbatch": {"begin": "now+1hour"}}, gpus=0))
-    first = SlurmLauncher().launch_many(launches)
-    second = SlurmLauncher().launch_many(launches)  # a new supervisor process
+    launcher = SlurmLauncher()
+    first = launcher.launch_many(launches)
+    arrays = sorted({h["job_id"].split("_")[0] for h in first.values()})
     try:
+        assert launcher.submissions == 2
+        assert sorted(sum(h["job_id"].startswith(a + "_") for h in first.values()) for a in arrays) == [5, 20]
+        again = SlurmLauncher()
+        second = again.launch_many(launches)  # a new supervisor process
         assert [second[x.run_id]["job_id"] for x in launches] == [first[x.run_id]["job_id"] for x in launches]
-        assert all(second[x.run_id].get("adopted") for x in launches)
-        assert len({first[x.run_id]["job_id"].split("_")[0] for x in launches}) == 1
+        assert all(second[x.run_id].get("adopted") for x in launches) and again.submissions == 0
     finally:
-        subprocess.run(["scancel", first[launches[0].run_id]["job_id"].split("_")[0]])
+        subprocess.run(["scancel", *arrays])
