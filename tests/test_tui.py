@@ -575,3 +575,22 @@ def test_an_older_workspace_s_json_index_is_moved_in_and_the_app_says_so(tmp_pat
                                                 for n in app._notifications), what="the message")
 
     asyncio.run(go())
+
+
+def test_a_running_run_s_clock_is_repainted_every_second_and_only_its_row(tmp_path):
+    ws = Workspace(tmp_path / "ws").ensure()
+    store = RunStore(ws)
+    store.create_many([{"name": f"done{i}", "state": "finished"} for i in range(5)])
+    live = store.create({"name": "live", "state": "running", "started": time.time() - 5})
+
+    async def go():
+        app = app_for(ws)
+        async with app.run_test(size=(100, 30)) as pilot:
+            table = app.screen.query_one("#runs")
+            await wait_until(pilot, lambda: table.row_count == 6, what="6 rows")
+            repainted = []
+            table.refresh_line = lambda y: repainted.append(y)
+            await pilot.pause(2.5)
+            assert repainted and set(repainted) == {1 + table.rows.index(live)}  # below the header line
+
+    asyncio.run(go())

@@ -112,12 +112,13 @@ class SlurmLauncher(Launcher):
                 job_id, name, state = (line.split("|") + ["", ""])[:3]
                 if state in ENDED or not name.startswith(JOB_PREFIX):
                     continue
-                if name.startswith(ARRAY_PREFIX) and "_" in job_id:
+                task = re.fullmatch(r"\d+_(\d+)", job_id)  # not a folded range such as 12_[3-9]
+                if name.startswith(ARRAY_PREFIX) and task:
                     folder = workspace / ARRAYS_DIR / name[len(ARRAY_PREFIX):]
                     members = protocol.read_json(folder / MEMBERS_FILE, []) or []
-                    task = int(job_id.split("_")[1])
-                    if task < len(members):
-                        self._adoptable[members[task]] = {"job_id": job_id, "slurm_folder": str(folder)}
+                    if int(task.group(1)) < len(members):
+                        self._adoptable[members[int(task.group(1))]] = {"job_id": job_id,
+                                                                        "slurm_folder": str(folder)}
                 elif not name.startswith(ARRAY_PREFIX):
                     self._adoptable[name[len(JOB_PREFIX):]] = {"job_id": job_id}
         return self._adoptable

@@ -96,6 +96,7 @@ class RunsScreen(Screen):
         self.rev: int | None = None  # the index revision self.runs reflects
         self.partial = True  # until the whole index has been read once
         self.states: dict[str, int] = {}
+        self.active: set[str] = set()  # runs whose clocks tick (starting, running)
         self.marked: set[str] = set()
         self.filter = RunFilter()
         self.filter_error: str | None = None
@@ -171,6 +172,7 @@ class RunsScreen(Screen):
                 self.notify(moved, timeout=10)
             self.runs, self._hay = {r["id"]: r for r in changes.runs}, message.hay
             self.states = Counter(r["state"] for r in self.runs.values())
+            self.active = {i for i, r in self.runs.items() if r["state"] in ACTIVE_STATES}
             self.rev, self.partial = changes.rev, False
             self.update_view()
             return
@@ -182,6 +184,7 @@ class RunsScreen(Screen):
         self._hay.update(message.hay)
         for run_id in changes.removed:
             self._hay.pop(run_id, None)
+            self.active.discard(run_id)
             old = self.runs.pop(run_id, None)
             if old:
                 self.states[old["state"]] -= 1
@@ -191,6 +194,10 @@ class RunsScreen(Screen):
                 self.states[old["state"]] -= 1
             self.runs[run["id"]] = run
             self.states[run["state"]] = self.states.get(run["state"], 0) + 1
+            if run["state"] in ACTIVE_STATES:
+                self.active.add(run["id"])
+            else:
+                self.active.discard(run["id"])
             # Only a run that enters or leaves the view, or moves in it, changes the order.
             shown = table.shows(run["id"])
             reorder = reorder or shown != self.filter.matches(run) or (shown and key(old) != key(run))
@@ -228,7 +235,7 @@ class RunsScreen(Screen):
 
     def _tick_clocks(self) -> None:
         """Active runs' durations move every second: repaint those on screen."""
-        self.query_one(RunsTable).refresh_runs(i for i, r in self.runs.items() if r["state"] in ACTIVE_STATES)
+        self.query_one(RunsTable).refresh_runs(self.active)
 
     def _summarize(self, total: int | None = None) -> None:
         table = self.query_one(RunsTable)
