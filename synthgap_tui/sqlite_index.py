@@ -57,16 +57,23 @@ def _text(value) -> str | None:
     return value if value is None or isinstance(value, str) else str(value)
 
 
+SHORT_IDS = "SELECT DISTINCT substr(id, 1, ?) FROM runs"  # with SHORT_ID: the short forms taken
+
+
 def parse_docs(texts: Iterable[str]) -> list[dict]:
     return [orjson.loads(text) for text in texts]
+
+
+def rebuild_hint(path: Path) -> str:
+    """What a damaged index's message ends with (the index at ``path``, in its workspace)."""
+    return f"Run `synthgap db rebuild` to recreate the index from {path.parent / 'runs'}/."
 
 
 def storage_error(e: sqlite3.Error, path: Path) -> StoreError:
     """A SQLite error as the one-line message the CLI and the app show."""
     code = getattr(e, "sqlite_errorcode", 0) & 0xFF
-    hint = f"Run `synthgap db rebuild` to recreate it from {path.parent / 'runs'}/."
     if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or "no such table" in str(e):
-        return StoreCorrupt(f"The run index {path} is damaged ({e}). {hint}")
+        return StoreCorrupt(f"The run index {path} is damaged ({e}). {rebuild_hint(path)}")
     if code == sqlite3.SQLITE_FULL or (code == sqlite3.SQLITE_IOERR and protocol.free_bytes(path.parent) < 1 << 20):
         message = protocol.os_error_message(OSError(errno.ENOSPC, "No space left on device", str(path)))
         return StoreError(f"Could not write the run index {path}: {message}. Nothing was changed.")
@@ -149,8 +156,7 @@ class SQLiteStorage(Storage):
             if version > SCHEMA_VERSION:
                 raise StoreError(f"The run index {self.path} was written by a newer SynthGap "
                                  f"(schema {version}, this one knows {SCHEMA_VERSION}); upgrade synthgap.")
-            raise StoreCorrupt(f"The run index {self.path} has no valid schema version. "
-                               f"Run `synthgap db rebuild` to recreate it from {self.path.parent / 'runs'}/.")
+            raise StoreCorrupt(f"The run index {self.path} has no valid schema version. {rebuild_hint(self.path)}")
         return conn
 
     def query(self, sql: str, params: Iterable = ()) -> list[tuple]:

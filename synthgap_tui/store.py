@@ -118,7 +118,7 @@ class RunStore:
 
     def create_many(self, records: Iterable[dict]) -> list[str]:
         with self.index.transaction() as (conn, rev):
-            short = {i for (i,) in conn.execute("SELECT substr(id, 1, ?) FROM runs", (SHORT_ID,))}
+            short = {i for (i,) in conn.execute(index.SHORT_IDS, (SHORT_ID,))}
             docs, ids, now = [], set(), time.time()
             for i, record in enumerate(records):
                 run_id = record.get("id")
@@ -137,7 +137,7 @@ class RunStore:
     def new_ids(self, n: int) -> list[str]:
         """``n`` fresh ids whose short forms differ from every run's and each other's
         (submit writes run folders before the index knows them)."""
-        short = {i for (i,) in self.index.query("SELECT substr(id, 1, ?) FROM runs", (SHORT_ID,))}
+        short = {i for (i,) in self.index.query(index.SHORT_IDS, (SHORT_ID,))}
         ids = []
         for _ in range(n):
             ids.append(new_run_id(short))
@@ -373,7 +373,7 @@ def _where(filters: dict[str, Any]) -> tuple[str, list]:
 
 
 def _legacy_docs(path: Path) -> list[dict]:
-    hint = f"Run `synthgap db rebuild` to recreate the index from {path.parent / 'runs'}/."
+    hint = index.rebuild_hint(path)
     try:
         data = orjson.loads(path.read_bytes())
     except orjson.JSONDecodeError as e:

@@ -353,7 +353,8 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print each run's outcome as JSON")
     p.set_defaults(func=cmd_archive)
 
-    p = sub.add_parser("gc", help="prune checkpoints of finished runs, printing the bytes freed")
+    p = sub.add_parser("gc", help="prune checkpoints of finished runs (and old index copies, code snapshots "
+                                   "and job array folders nothing needs), printing the bytes freed")
     common.completes(p.add_argument("runs", nargs="*", metavar="RUN",
                                     help="only these runs (default: every finished run)"),
                "runs")

@@ -93,7 +93,6 @@ class RunsScreen(Screen):
     def __init__(self) -> None:
         super().__init__()
         self.runs: dict[str, dict] = {}  # every run of the index, in creation order
-        self.rev: int | None = None  # the index revision self.runs reflects
         self.partial = True  # until the whole index has been read once
         self.states: dict[str, int] = {}
         self.active: set[str] = set()  # runs whose clocks tick (starting, running)
@@ -168,17 +167,16 @@ class RunsScreen(Screen):
                 self._summarize(total=message.total)
             return
         if changes.full:
-            if self.rev is None and (moved := self.app.store.migration_message()):  # an older workspace
+            if self.partial and (moved := self.app.store.migration_message()):  # an older workspace, at first
                 self.notify(moved, timeout=10)
             self.runs, self._hay = {r["id"]: r for r in changes.runs}, message.hay
             self.states = Counter(r["state"] for r in self.runs.values())
             self.active = {i for i, r in self.runs.items() if r["state"] in ACTIVE_STATES}
-            self.rev, self.partial = changes.rev, False
+            self.partial = False
             self.update_view()
             return
-        if changes.rev == self.rev:
+        if not changes.runs and not changes.removed:
             return
-        self.rev = changes.rev
         key = self.columns[self.sort_index][4]
         reorder = any(map(table.shows, changes.removed))
         self._hay.update(message.hay)
