@@ -412,8 +412,6 @@ def test_the_gpu_hour_estimate_says_when_it_has_no_gpu_measurements():
 
 
 def test_dialogs_are_centred(fixture_ws):
-    from synthgap_tui.screens.prompt import PromptScreen
-
     async def go():
         app = app_for(fixture_ws)
         async with app.run_test(size=(100, 30)) as pilot:
