@@ -244,7 +244,7 @@ def test_a_sweep_becomes_one_job_array_whose_members_cancel_requeue_and_retry_al
     ws = make_ws(tmp_path, array_parallelism=6)
     notes = [(f"fail-once-{i}" if i in (3, 17) else f"ok{i}") for i in range(20)]
     env, log = submit(ws, tmp_path, '[runs.s]\nkind = "train"\ntrain = "real"\neval = "real"\nepochs = 40\n'
-                                    f'[runs.s.sweep]\nnotes = {notes!r}\n'.replace("'", '"'), step_s=0.4)
+                                    f'[runs.s.sweep]\nnotes = {notes!r}\n'.replace("'", '"'), step_s=0.25)
     store = RunStore(ws)
     runs = {r["name"]: r["id"] for r in store.list()}
     wait_for(lambda: all(status(ws, i).get("handle", {}).get("job_id") for i in runs.values()), timeout=60,
