@@ -42,14 +42,15 @@ def test_layer_table_of_resnet50():
 
 def test_freeze_keeps_prefix_bit_identical_and_reinitialises_the_rest(data, tmp_path):
     torch.manual_seed(123)
-    teacher = build_resnet("resnet50", 3, small_input=True, tau=0.1)
+    # ResNet-50's 17 layers at an eighth of its width: the numbering is the same, the runs 60x cheaper.
+    teacher = build_resnet("resnet50", 3, small_input=True, tau=0.1, width=8)
     init = tmp_path / "teacher.pt"
     torch.save(teacher.state_dict(), init)
     reference = teacher.state_dict()
     prefixes = layers.layer_prefixes(teacher)
     counts = layer_param_counts(teacher)
     for n in range(1, 18):
-        run_dir = make_run(tmp_path, f"freeze{n}", **{**TINY, "arch": "resnet50", "tau": 0.1},
+        run_dir = make_run(tmp_path, f"freeze{n}", **{**TINY, "arch": "resnet50", "tau": 0.1, "width": 8},
                            train_dir=str(data / "train"), eval_dir=str(data / "val"),
                            init_from_path=str(init), freeze_layers=n, max_steps_per_epoch=1)
         assert run(run_dir) == 0, final(run_dir)
@@ -57,11 +58,14 @@ def test_freeze_keeps_prefix_bit_identical_and_reinitialises_the_rest(data, tmp_
         trained = torch.load(run_dir / "checkpoints" / "model.pt", weights_only=True)
         for i, layer in enumerate(prefixes):
             keys = [k for k in reference if k.startswith(layer) and not k.endswith("num_batches_tracked")]
-            same = all(torch.equal(trained[k], reference[k]) for k in keys)
-            if i < n:
-                assert same, f"N={n}: layer {i + 1} changed"  # parameters and BN statistics
-            elif keys:
-                assert not same, f"N={n}: layer {i + 1} still equals init_from"
+            if i < n:  # parameters and BN statistics
+                assert all(torch.equal(trained[k], reference[k]) for k in keys), f"N={n}: layer {i + 1} changed"
+                continue
+            # Re-initialised, not merely trained: one step moves a weight by about 1% of its norm, a fresh
+            # draw from the same initialisation lies about sqrt(2) norms away.
+            for k in (k for k in keys if reference[k].dim() > 1):
+                moved = (trained[k] - reference[k]).norm() / reference[k].norm()
+                assert moved > 0.5, f"N={n}: {k} moved {moved:.3f} from init_from, not re-initialised"
 
 
 def test_sigterm_mid_epoch_then_resume_matches_uninterrupted_run(data, tmp_path):
