@@ -137,7 +137,7 @@ def test_missing_init_from_and_bad_n(data, tmp_path):
     run_dir = make_run(tmp_path, "noinit", **TINY, train_dir=str(data / "train"), eval_dir=str(data / "val"),
                        init_from_path=str(tmp_path / "nope.pt"), freeze_layers=3)
     assert "no checkpoint at" in _failed_error(run_dir)
-    torch.save(build_resnet("resnet18", 3, small_input=True).state_dict(), tmp_path / "r18.pt")
+    torch.save(build_resnet("resnet18", 3, small_input=True, width=TINY["width"]).state_dict(), tmp_path / "r18.pt")
     run_dir = make_run(tmp_path, "badn", **TINY, train_dir=str(data / "train"), eval_dir=str(data / "val"),
                        init_from_path=str(tmp_path / "r18.pt"), freeze_layers=10)
     assert "freeze_layers must be 0..9" in _failed_error(run_dir)
@@ -192,7 +192,7 @@ def test_weights_file_loads_the_backbone_or_fails_clearly(tmp_path):
 
     torch.save(resnet18().state_dict(), tmp_path / "r18.pth")
     torch.save(resnet34().state_dict(), tmp_path / "r34.pth")
-    spec = {**TINY, "small_input": False, "weights": str(tmp_path / "r18.pth")}
+    spec = {**TINY, "width": 64, "small_input": False, "weights": str(tmp_path / "r18.pth")}
     ctx = _Log()
     student, _ = build_student(KIND.resolve(spec), ["a", "b", "c"], ctx)
     source = torch.load(tmp_path / "r18.pth", weights_only=True)
@@ -376,7 +376,7 @@ def test_layers_above_n_start_fresh_with_the_run_s_seed_or_from_init_from(tmp_pa
     from runners.kinds.train import KIND
 
     torch.manual_seed(123)
-    teacher = build_resnet("resnet18", 3, small_input=True, tau=0.1)
+    teacher = build_resnet("resnet18", 3, small_input=True, tau=0.1, width=TINY["width"])
     torch.save(teacher.state_dict(), tmp_path / "teacher.pt")
     reference = teacher.state_dict()
     for n in (1, 4, 9):
@@ -384,7 +384,7 @@ def test_layers_above_n_start_fresh_with_the_run_s_seed_or_from_init_from(tmp_pa
                             "freeze_layers": n, "reinit": reinit})
         state = train.build_student(cfg, ["a", "b", "c"], _Log())[0].net.state_dict()  # before the first step
         torch.manual_seed(mix_seed("init", 5))
-        fresh = build_resnet("resnet18", 3, small_input=True, tau=0.1).state_dict()
+        fresh = build_resnet("resnet18", 3, small_input=True, tau=0.1, width=TINY["width"]).state_dict()
         for i, layer in enumerate(layers.layer_prefixes(teacher)):
             keys = [k for k in reference if k.startswith(layer)]
             expected = reference if i < n or not reinit else fresh
