@@ -28,7 +28,7 @@ def new_run_id(taken: set[str] | frozenset = frozenset()) -> str:
     git names commits, even among the runs of one submission. Ids map one-to-one
     onto TinyDB document ids; creation order is the index's ``created`` field."""
     while True:
-        run_id = "".join(secrets.choice(_ALPHABET) for _ in range(_ID_LEN))
+        run_id = doc_id_to_run_id(secrets.randbelow(len(_ALPHABET) ** _ID_LEN))  # one draw, not one per character
         if run_id[:SHORT_ID] not in taken:
             return run_id
 
