@@ -232,9 +232,9 @@ def test_sigterm_while_the_demo_generator_samples_ends_cancelled(tmp_path):
 
     cut = tmp_path / "demo-gen"
     cut.mkdir()
-    # One batch of 400 images: the signal lands while the generator denoises.
+    # One batch of 100 images: the signal lands while the generator denoises.
     (cut / "spec.json").write_text(json.dumps({"id": "d", "name": "d", "kind": "generate", "model": str(GENERATOR),
-                                               "images_per_class": 40, "batch_size": 400, "steps": 50,
+                                               "images_per_class": 10, "batch_size": 100, "steps": 50,
                                                "format": "png"}))
     proc = start_until(cut, "start")
     time.sleep(1.0)
