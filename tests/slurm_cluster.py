@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import psutil
 
 BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "sinfo")
 
@@ -58,7 +59,8 @@ class Cluster:
             os.chmod(key, 0o400)
         r = self.root
         # Memory is left unset: the test box's RAM is not the node's business. cred_expire is
-        # also how long a requeued job waits before it may start again (120 s by default).
+        # also how long a requeued job waits before it may start again (120 s by default); the
+        # backfill pass that then starts it comes every bf_interval seconds (30 by default).
         self.conf.write_text(f"""\
 ClusterName=synthgap-test
 SlurmctldHost={self.node}
@@ -80,6 +82,7 @@ TaskPlugin=task/none
 SwitchType=switch/none
 MpiDefault=none
 SchedulerType=sched/backfill
+SchedulerParameters=bf_interval=2
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 ReturnToService=2
@@ -151,17 +154,17 @@ PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP Over
         if pid is None:
             return
         try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.1)
-        os.kill(pid, signal.SIGKILL)
+            proc = psutil.Process(pid)
+            proc.terminate()
+            deadline = time.time() + timeout
+            # The daemons are init's children: an exited one may stay a zombie until init reaps it.
+            while proc.status() != psutil.STATUS_ZOMBIE:
+                if time.time() > deadline:
+                    proc.kill()
+                    return
+                time.sleep(0.05)
+        except psutil.NoSuchProcess:
+            pass
 
     def stop(self) -> None:
         subprocess.run(["scancel", "--full", "--user=root"], capture_output=True, env={**os.environ, **self.env})

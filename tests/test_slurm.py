@@ -241,9 +241,10 @@ def test_a_run_s_own_slurm_table_caps_its_requeues(cluster, tmp_path):
 
 
 def test_a_sweep_becomes_one_job_array_whose_members_cancel_requeue_and_retry_alone(cluster, tmp_path):
-    ws = make_ws(tmp_path, array_parallelism=6)
+    ws = make_ws(tmp_path, array_parallelism=8)  # what the 2-CPU test cluster runs at once (OverSubscribe=FORCE:4)
     notes = [(f"fail-once-{i}" if i in (3, 17) else f"ok{i}") for i in range(20)]
-    env, log = submit(ws, tmp_path, '[runs.s]\nkind = "train"\ntrain = "real"\neval = "real"\nepochs = 40\n'
+    # A member runs 28 steps of 0.25 s: long enough to cancel or requeue one mid-run.
+    env, log = submit(ws, tmp_path, '[runs.s]\nkind = "train"\ntrain = "real"\neval = "real"\nepochs = 28\n'
                                     f'[runs.s.sweep]\nnotes = {notes!r}\n'.replace("'", '"'), step_s=0.25)
     store = RunStore(ws)
     runs = {r["name"]: r["id"] for r in store.list()}
@@ -253,7 +254,7 @@ def test_a_sweep_becomes_one_job_array_whose_members_cancel_requeue_and_retry_al
     arrays = {j.split("_")[0] for j in jobs.values()}
     assert len(arrays) == 1 and sorted(int(j.split("_")[1]) for j in jobs.values()) == list(range(20)), jobs
     (script,) = [p.read_text() for p in (ws / "slurm-arrays").glob("*/*_submission.sh")]  # one sbatch
-    assert "#SBATCH --array=0-19%6" in script
+    assert "#SBATCH --array=0-19%8" in script
 
     # One member cancelled, one requeued at its warning signal: the others do not notice.
     cancelled, requeued = runs["s@notes=ok0"], runs["s@notes=ok1"]
