@@ -259,7 +259,6 @@ class SynthGapApp(App):
     def _plan_cleanup(self, what: str, run_ids: list[str] | None) -> None:
         from synthgap_tui import cleanup
         from synthgap_tui.formatting import fmt_bytes
-        from synthgap_tui.supervisor import Config
 
         try:
             if what == "rm":
@@ -273,20 +272,19 @@ class SynthGapApp(App):
                 def act() -> int:
                     return cleanup.remove(self.store, plan)
             else:
-                keep_last = Config.load(self.workspace).gc_keep_last
-                plan = cleanup.gc(self.store, keep_last=keep_last, dry_run=True)
-                n, size = sum(len(p.files) for p in plan), sum(p.bytes for p in plan)
-                title = f"Prune {n} checkpoint file(s) of finished runs?"
-                body = (f"Frees {fmt_bytes(size)}; each run keeps its final weights"
-                        f"{' and its last checkpoint' if keep_last else ''} (synthgap gc).")
+                collection = cleanup.plan_gc(self.store)
+                n = collection.files
+                title = "Prune the workspace?"
+                body = (f"Deletes {collection.describe()}, {fmt_bytes(collection.bytes)}; each run keeps its "
+                        f"final weights{' and its last checkpoint' if collection.keep_last else ''} (synthgap gc).")
 
                 def act() -> int:
-                    return sum(p.bytes for p in cleanup.gc(self.store, [p.run_id for p in plan], keep_last))
+                    return cleanup.collect(self.store, collection)
         except (UserError, SystemExit) as e:
             self.call_from_thread(self.notify, str(e), severity="error", timeout=10)
             return
         if not n:
-            message = f"nothing deleted:{refused}" if what == "rm" else "no checkpoints to prune"
+            message = f"nothing deleted:{refused}" if what == "rm" else "nothing to prune"
             self.call_from_thread(self.notify, message, severity="warning" if what == "rm" else "information")
             return
         from synthgap_tui.screens.confirm import ConfirmScreen
@@ -394,8 +392,8 @@ class SynthGapApp(App):
         for fmt, tool in (("tensorboard", "TensorBoard"), ("mlflow", "MLflow")):
             yield SystemCommand(f"Export to {tool}", f"The marked, open or compared runs' curves as {tool} logs "
                                 f"(synthgap export --format {fmt})", lambda f=fmt: self._export_to(f))
-        yield SystemCommand("Prune checkpoints", "Delete checkpoints of finished runs, keeping final weights "
-                            "(synthgap gc)", self.action_gc)
+        yield SystemCommand("Prune the workspace", "Delete checkpoints of finished runs (final weights kept), old "
+                            "index copies, unused code snapshots and job arrays (synthgap gc)", self.action_gc)
         if isinstance(screen, RunsScreen) and (failed := screen.failed_of_experiment()):
             experiment, run_ids = failed
             yield SystemCommand(f"Retry the failed runs of {experiment}",

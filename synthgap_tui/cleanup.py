@@ -181,3 +181,62 @@ def gc(store: RunStore, run_ids: list[str] | None = None, keep_last: bool = True
                 f.unlink(missing_ok=True)
         out.append(Pruned(run_id, files, sum(sizes)))
     return out
+
+
+@dataclass
+class Collection:
+    """What ``gc`` deletes: checkpoints of finished runs and, when no runs are named,
+    index copies past ``[store] keep_backups``, code snapshots no unfinished run needs
+    and Slurm job array folders whose runs were all removed."""
+    pruned: list[Pruned]
+    keep_last: bool
+    keep_backups: int
+    backups: list[Path] = field(default_factory=list)
+    snapshots: list[Path] = field(default_factory=list)
+    arrays: list[Path] = field(default_factory=list)
+    bytes: int = 0
+
+    @property
+    def checkpoints(self) -> int:
+        return sum(len(p.files) for p in self.pruned)
+
+    @property
+    def files(self) -> int:
+        return self.checkpoints + len(self.backups) + len(self.snapshots) + len(self.arrays)
+
+    def describe(self) -> str:
+        runs = sum(bool(p.files) for p in self.pruned)
+        parts = [f"{self.checkpoints} checkpoint file(s) of {runs} finished run(s)"] + \
+            ([f"{len(self.backups)} old index copies"] if self.backups else []) + \
+            ([f"{len(self.snapshots)} code snapshots no run needs"] if self.snapshots else []) + \
+            ([f"{len(self.arrays)} job array folders of removed runs"] if self.arrays else [])
+        return " and ".join(parts)
+
+
+def plan_gc(store: RunStore, run_ids: list[str] | None = None, keep_last: bool | None = None) -> Collection:
+    """What ``collect`` would delete; ``keep_last`` None: the workspace's ``[gc] keep_last``."""
+    from synthgap_tui import snapshots
+    from synthgap_tui.launchers.slurm import unused_arrays
+    from synthgap_tui.supervisor import Config
+
+    config = Config.load(store.workspace)
+    keep_last = config.gc_keep_last if keep_last is None else keep_last
+    plan = Collection(gc(store, run_ids, keep_last=keep_last, dry_run=True), keep_last, config.keep_backups)
+    if run_ids is None:
+        root = store.workspace.root
+        plan.backups = store.prune_backups(config.keep_backups, dry_run=True)
+        plan.snapshots = snapshots.unused(root, store.list())
+        plan.arrays = unused_arrays(root, set(store.ids()))
+    plan.bytes = sum(p.bytes for p in plan.pruned) + sum(_allocated(b.stat()) for b in plan.backups) + \
+        sum(map(disk_use, plan.snapshots + plan.arrays))
+    return plan
+
+
+def collect(store: RunStore, plan: Collection) -> int:
+    """Delete what ``plan_gc`` found; the bytes freed."""
+    gc(store, [p.run_id for p in plan.pruned], keep_last=plan.keep_last)
+    if plan.backups:
+        store.prune_backups(plan.keep_backups)
+    for folder in plan.snapshots + plan.arrays:
+        shutil.rmtree(folder, ignore_errors=True)
+    return plan.bytes

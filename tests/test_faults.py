@@ -132,12 +132,17 @@ def test_db_rebuild_killed_at_any_step_leaves_an_index_with_every_run(tmp_path, 
 
 def test_rebuild_backups_have_unique_names_and_the_newest_are_kept(tmp_path):
     ws = Workspace(tmp_path / "ws").ensure()
-    finished_runs(ws, 2)
+    finished = finished_runs(ws, 2)[0]
     store = RunStore(ws)
     for _ in range(4):  # within one second: names must not collide
         store.rebuild(keep_backups=3)
     assert len(store.backups()) == 3 and len({p.name for p in store.backups()}) == 3
     (ws.root / "config.toml").write_text("[store]\nkeep_backups = 1\n")
+    (ws.run_dir(finished) / "checkpoints").mkdir()
+    (ws.run_dir(finished) / "checkpoints" / "epoch_001.pt").write_bytes(b"x")
+    assert run_cli("gc", finished, "--yes", ws=ws.root).returncode == 0
+    assert not (ws.run_dir(finished) / "checkpoints" / "epoch_001.pt").exists()
+    assert len(store.backups()) == 3  # gc of named runs prunes only their checkpoints
     out = run_cli("gc", "--yes", "--json", ws=ws.root)
     assert out.returncode == 0, out.stderr
     assert len(json.loads(out.stdout)["index_backups"]) == 2 and len(store.backups()) == 1

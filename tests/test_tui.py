@@ -322,6 +322,40 @@ def test_palette_commands_rebuild_the_index_and_stop_the_supervisor(fixture_ws):
     asyncio.run(go())
 
 
+def test_the_palette_prunes_the_workspace_as_gc_does(fixture_ws):
+    from runners import protocol
+
+    store = RunStore(fixture_ws)
+    finished = store.list(state="finished")[0]["id"]
+    epoch = fixture_ws.run_dir(finished) / "checkpoints" / "epoch_002.pt"
+    epoch.parent.mkdir(exist_ok=True)
+    epoch.write_bytes(b"x" * 4096)
+    for _ in range(2):
+        store.rebuild(keep_backups=3)
+    with open(fixture_ws.config_path, "a") as f:
+        f.write("\n[store]\nkeep_backups = 1\n")
+    oldest = store.backups()[0]
+    snapshot = fixture_ws.root / "code" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    array = fixture_ws.root / "slurm-arrays" / "dead"
+    array.mkdir(parents=True)
+    protocol.write_json_atomic(array / "members.json", ["removed001"])
+
+    async def go():
+        app = app_for(fixture_ws)
+        async with app.run_test(size=(100, 30)) as pilot:
+            command = {c.title: c for c in app.get_system_commands(app.screen)}["Prune the workspace"]
+            command.callback()
+            await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="asked first")
+            assert ("1 checkpoint file(s) of 1 finished run(s) and 1 old index copies and 1 code snapshots no run "
+                    "needs and 1 job array folders of removed runs") in app.screen.body
+            await pilot.press("y")
+            await wait_until(pilot, lambda: any("freed" in n.message for n in app._notifications), what="freed")
+            assert not epoch.exists() and not oldest.exists() and not snapshot.exists() and not array.exists()
+            assert store.backups() and len(store.list()) == 13
+    asyncio.run(go())
+
+
 def test_tags_and_a_note_from_the_app(fixture_ws):
     from synthgap_tui.screens.prompt import PromptScreen
 

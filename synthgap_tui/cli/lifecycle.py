@@ -184,59 +184,40 @@ def cmd_archive(args) -> int:
 
 
 def cmd_gc(args) -> int:
-    """Prune checkpoints of finished runs, old index copies and code snapshots no run needs."""
-    import shutil
-
-    from synthgap_tui import cleanup, snapshots
+    """Prune checkpoints of finished runs, old index copies, code snapshots no run needs
+    and job array folders of removed runs."""
+    from synthgap_tui import cleanup
     from synthgap_tui.formatting import fmt_bytes
-    from synthgap_tui.launchers.slurm import unused_arrays
-    from synthgap_tui.supervisor import Config
 
     store = common.open_store(args)
-    config = Config.load(store.workspace)
-    keep_last = config.gc_keep_last if args.keep is None else args.keep == "last"
-    ids = [store.resolve(ref) for ref in args.runs] or None
-    pruned = cleanup.gc(store, ids, keep_last=keep_last, dry_run=True)
-    backups = store.prune_backups(config.keep_backups, dry_run=True) if ids is None else []
-    code = snapshots.unused(store.workspace.root, store.list()) if ids is None else []
-    # Folders: code snapshots no run needs, Slurm job arrays whose runs were all removed.
-    arrays = unused_arrays(store.workspace.root, set(store.ids())) if ids is None else []
-    folders = code + arrays
-    total = sum(p.bytes for p in pruned) + sum(b.stat().st_size for b in backups) + \
-        sum(map(cleanup.disk_use, folders))
-    files = sum(len(p.files) for p in pruned) + len(backups) + len(folders)
-    if files and not args.dry_run:
-        runs = sum(bool(p.files) for p in pruned)
-        extra = (f" and {len(backups)} old index copies" if backups else "") + \
-            (f" and {len(code)} code snapshots no run needs" if code else "") + \
-            (f" and {len(arrays)} job array folders of removed runs" if arrays else "")
-        common.confirm(f"Delete {files - len(backups) - len(folders)} checkpoint file(s) of {runs} finished "
-                       f"run(s){extra}, {fmt_bytes(total)}?", args.yes)
-        with common.working(f"Deleting {files} file(s)…"):
-            pruned = cleanup.gc(store, [p.run_id for p in pruned], keep_last=keep_last)
-            store.prune_backups(config.keep_backups)
-            for folder in folders:
-                shutil.rmtree(folder, ignore_errors=True)
+    keep_last = None if args.keep is None else args.keep == "last"
+    plan = cleanup.plan_gc(store, [store.resolve(ref) for ref in args.runs] or None, keep_last)
+    if plan.files and not args.dry_run:
+        common.confirm(f"Delete {plan.describe()}, {fmt_bytes(plan.bytes)}?", args.yes)
+        with common.working(f"Deleting {plan.files} file(s)…"):
+            cleanup.collect(store, plan)
     if args.json:
-        common.print_json({"dry_run": args.dry_run, "bytes_freed": 0 if args.dry_run else total,
-                     "bytes": total, "index_backups": [str(b) for b in backups],
-                     "code_snapshots": [str(c) for c in code], "slurm_arrays": [str(a) for a in arrays],
-                     "runs": [{"id": p.run_id, "files": [str(f) for f in p.files], "bytes": p.bytes}
-                              for p in pruned if p.files]})
+        common.print_json({"dry_run": args.dry_run, "bytes_freed": 0 if args.dry_run else plan.bytes,
+                           "bytes": plan.bytes, "index_backups": [str(b) for b in plan.backups],
+                           "code_snapshots": [str(c) for c in plan.snapshots],
+                           "slurm_arrays": [str(a) for a in plan.arrays],
+                           "runs": [{"id": p.run_id, "files": [str(f) for f in p.files], "bytes": p.bytes}
+                                    for p in plan.pruned if p.files]})
         return 0
-    for p in pruned:
+    for p in plan.pruned:
         if p.files:
             common.console().print(f"{p.run_id}: {len(p.files)} file(s), {fmt_bytes(p.bytes)}", markup=False)
-    if backups:
-        common.console().print(f"{len(backups)} index copies older than the newest {config.keep_backups} "
-                         f"([store] keep_backups)", markup=False)
-    if code:
-        common.console().print(f"{len(code)} code snapshot(s) no unfinished run needs", markup=False)
-    if arrays:
-        common.console().print(f"{len(arrays)} Slurm job array folder(s) whose runs were all removed", markup=False)
+    if plan.backups:
+        common.console().print(f"{len(plan.backups)} index copies older than the newest {plan.keep_backups} "
+                               "([store] keep_backups)", markup=False)
+    if plan.snapshots:
+        common.console().print(f"{len(plan.snapshots)} code snapshot(s) no unfinished run needs", markup=False)
+    if plan.arrays:
+        common.console().print(f"{len(plan.arrays)} Slurm job array folder(s) whose runs were all removed",
+                               markup=False)
     verb = "would free" if args.dry_run else "freed"
-    common.console().print(f"{verb} {fmt_bytes(0 if not files else total)} "
-                     f"(kept final weights{' and last checkpoints' if keep_last else ''})", markup=False)
+    common.console().print(f"{verb} {fmt_bytes(plan.bytes)} "
+                           f"(kept final weights{' and last checkpoints' if plan.keep_last else ''})", markup=False)
     return 0
 
 
