@@ -571,6 +571,42 @@ def test_the_run_screen_shows_the_scheduler_s_accounting_once(tmp_path, monkeypa
     asyncio.run(go())
 
 
+def test_the_log_tab_shows_the_output_of_the_run_s_slurm_job(tmp_path, monkeypatch):
+    """An array task's output is in its array's folder, named by its job id; the screen
+    finds it once the job has written it, as `logs --job` does."""
+    from runners import protocol
+    from synthgap_tui import launchers
+
+    monkeypatch.setattr(launchers.get("slurm"), "usage", lambda handle: None)
+    monkeypatch.setattr("synthgap_tui.screens.run_detail.JOB_LOOKUP_S", 0.2)
+    ws = Workspace(tmp_path / "ws").ensure()
+    run_id = RunStore(ws).create({"name": "far", "kind": "train", "state": "running", "launcher": "slurm"})
+    ws.run_dir(run_id).mkdir(parents=True)
+    folder = ws.root / "slurm-arrays" / "k"
+    folder.mkdir(parents=True)
+    (folder / "812_2_0_log.out").write_text("another task's output\n")
+    protocol.write_json_atomic(ws.run_dir(run_id) / protocol.STATUS_FILE,
+                               {"state": "running", "launcher": "slurm",
+                                "handle": {"job_id": "812_3", "slurm_folder": str(folder)}})
+    (ws.run_dir(run_id) / protocol.STDOUT_FILE).write_text("epoch 1: loss 0.9\n")
+
+    async def go():
+        app = app_for(ws)
+        async with app.run_test(size=(120, 30)) as pilot:
+            app.open_run(run_id)
+            await wait_until(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.query("#run-log"),
+                             what="the run screen")
+            log = app.screen.query_one("#run-log")
+            await wait_until(pilot, lambda: "epoch 1: loss 0.9" in log.lines, what="stdout.log")
+            assert not any("own output" in line for line in log.lines)  # the task has not written yet
+            (folder / "812_3_0_log.out").write_text("submitit INFO: starting\nslurmstepd: error: oom-kill\n")
+            await wait_until(pilot, lambda: "slurmstepd: error: oom-kill" in log.lines, what="the job's output")
+            assert "── the job's own output (812_3_0_log.out) ──" in log.lines
+            assert "epoch 1: loss 0.9" in log.lines and "another task's output" not in log.lines
+
+    asyncio.run(go())
+
+
 def test_the_palette_retries_the_failed_runs_of_the_experiment_under_the_cursor(fixture_ws, monkeypatch):
     async def go():
         app = app_for(fixture_ws)

@@ -7,7 +7,6 @@ import bisect
 import sys
 from itertools import islice
 from datetime import datetime
-from pathlib import Path
 
 from runners import protocol
 from synthgap_tui.cli import common
@@ -260,15 +259,13 @@ def cmd_logs(args) -> int:
         run_id = store.resolve(args.run)
         run_dir = store.workspace.run_dir(run_id)
         if args.job:
-            # An array task's output is in its array's folder, named by the task's job id (A_T).
-            handle = (protocol.read_json(run_dir / protocol.STATUS_FILE, {}) or {}).get("handle") or {}
-            folder = Path(handle["slurm_folder"]) if handle.get("slurm_folder") else run_dir / "slurm"
-            pattern = f"{handle['job_id']}_*_log.out" if handle.get("slurm_folder") else "*_log.out"
-            outputs = sorted(folder.glob(pattern), key=lambda p: p.stat().st_mtime)
-            if not outputs:
-                raise UserError(f"run {run_id} has no Slurm job output in {folder} (not a Slurm run, "
-                                "or its job has not started)")
-            path = outputs[-1]
+            from synthgap_tui import launchers
+
+            launcher, handle = launchers.of_status(protocol.read_json(run_dir / protocol.STATUS_FILE, {}) or {})
+            path = launcher.job_output(handle, run_dir)
+            if path is None:
+                raise UserError(f"run {run_id} has no Slurm job output (not a Slurm run, or its job has not "
+                                "started)")
         else:
             path = run_dir / (protocol.EVENTS_FILE if args.events else protocol.STDOUT_FILE)
     offset = 0

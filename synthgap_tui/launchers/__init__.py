@@ -102,6 +102,12 @@ class Launcher(ABC):
         efficiency, GPU utilisation), or why it cannot say; None without a scheduler."""
         return None
 
+    def job_output(self, handle: dict, run_dir: Path) -> Path | None:
+        """The file where the scheduler's job wrote what it printed around the runner
+        (``logs --job``, the run screen's Log tab); None without a scheduler or before
+        the job started."""
+        return None
+
 
 _instances: dict[str, Launcher] = {}
 

@@ -269,6 +269,15 @@ class SlurmLauncher(Launcher):
         return slurm_accounting.describe(slurm_accounting.usage(handle["job_id"]))
 
 
+    def job_output(self, handle: dict, run_dir: Path) -> Path | None:
+        # An array task's output is in its array's folder, named by the task's job id (A_T).
+        if handle.get("slurm_folder"):
+            outputs = Path(handle["slurm_folder"]).glob(f"{handle['job_id']}_*_log.out")
+        else:
+            outputs = (run_dir / "slurm").glob("*_log.out")
+        return max(outputs, key=lambda p: p.stat().st_mtime, default=None)
+
+
 def unused_arrays(workspace: Path, run_ids: set[str]) -> list[Path]:
     """Array folders none of whose runs is left in the index (``gc``): the task logs and
     submitit's files go with the last of their runs, as a run's own ``slurm/`` does."""

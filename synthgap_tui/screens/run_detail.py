@@ -27,6 +27,7 @@ from synthgap_tui.widgets.charts import LineChart
 
 POLL_S = 0.5
 CHART_INTERVAL_S = 1.0
+JOB_LOOKUP_S = 5.0  # how often to look for the scheduler's output file of the job until it exists
 
 
 def _mtime(path) -> float | None:
@@ -40,9 +41,10 @@ class EventsArrived(Message):
     """A batch of new events: one message per poll, however fast the runner writes."""
 
     def __init__(self, events: list[dict], record: dict | None, stdout: list[str] | None,
-                 provenance: dict | None = None) -> None:
+                 provenance: dict | None = None, job_output: tuple[str, list[str]] | None = None) -> None:
         super().__init__()
         self.events, self.record, self.stdout, self.provenance = events, record, stdout, provenance
+        self.job_output = job_output  # (file name, last lines) of the scheduler's output of the job
 
 
 class UsageRead(Message):
@@ -90,6 +92,8 @@ class RunScreen(Screen):
         self.epoch_field: str | None = None  # charted on the Epochs tab; f picks another
         self.usage: str | None = None  # the scheduler's accounting of the job, shown under the title
         self._usage_asked: tuple | None = None  # (job, ended) it was asked for: once each, not every poll
+        self.stdout: list[str] = []  # the Log tab: stdout.log's last lines, then the job's own output
+        self.job_output: tuple[str, list[str]] | None = None
 
     def compose(self) -> ComposeResult:
         self.spec = protocol.read_json(self.app.workspace.run_file(self.run_id, protocol.SPEC_FILE), {}) or {}
@@ -137,19 +141,28 @@ class RunScreen(Screen):
         base = {**(self.app.store_call(lambda: self.app.store.get(self.run_id)) or {}), **self.spec_identity()}
         provenance_path = ws.run_file(self.run_id, rundiff.PROVENANCE_FILE)
         annotations_path = ws.run_file(self.run_id, ANNOTATIONS_FILE)
-        last_stdout = last_status = last_provenance = None
+        last_stdout = last_status = last_provenance = last_job = None
+        current, job_path, job_of, next_lookup = base, None, None, 0.0
         while not me.is_cancelled:
             events = reader.read_new()
-            record = stdout = provenance = None
+            record = stdout = provenance = job_output = None
             if (mtime := _mtime(provenance_path)) != last_provenance:  # written when the runner starts
                 last_provenance, provenance = mtime, protocol.read_json(provenance_path)
             if (mtimes := (_mtime(status_path), _mtime(annotations_path))) != last_status:
                 last_status = mtimes
-                record = {**base, **(protocol.read_json(status_path, {}) or {}),
-                          **(protocol.read_json(annotations_path, {}) or {})}
+                record = current = {**base, **(protocol.read_json(status_path, {}) or {}),
+                                    **(protocol.read_json(annotations_path, {}) or {})}
             if (mtime := _mtime(stdout_path)) != last_stdout:
                 last_stdout, stdout = mtime, tail_lines(stdout_path, 200)
-            self.post_message(EventsArrived(events, record, stdout, provenance))
+            handle = current.get("handle") or {}
+            if handle.get("job_id") != job_of:  # a retried run is a new job, with a file of its own
+                job_of, job_path, last_job, next_lookup = handle.get("job_id"), None, None, 0.0
+            if job_path is None and time.monotonic() >= next_lookup:
+                next_lookup = time.monotonic() + JOB_LOOKUP_S
+                job_path = launchers.get(current.get("launcher")).job_output(handle, ws.run_dir(self.run_id))
+            if job_path is not None and (mtime := _mtime(job_path)) != last_job:
+                last_job, job_output = mtime, (job_path.name, tail_lines(job_path, 100))
+            self.post_message(EventsArrived(events, record, stdout, provenance, job_output))
             time.sleep(POLL_S)
 
     @work(thread=True, exclusive=True, group="run-usage")
@@ -177,7 +190,7 @@ class RunScreen(Screen):
             lines = [f"{k} = {rundiff.fmt(v)}" for k, v in rundiff.flatten(message.provenance).items()
                      if not k.startswith("spec.")]
             self.query_one("#run-provenance", Static).update(Text("\n".join(lines)))
-        if not (message.events or message.record or message.stdout is not None):
+        if not (message.events or message.record or message.stdout is not None or message.job_output):
             return
         self.history.add(message.events)
         self.pending_steps |= any(e["type"] in (*RunHistory.CHARTED, protocol.GPU) for e in message.events)
@@ -188,10 +201,16 @@ class RunScreen(Screen):
         if redraw_steps:
             self.pending_steps, self.last_chart_draw = False, now
         self.render_run(new_epochs=new_epochs, new_steps=redraw_steps)
-        if message.stdout is not None:
+        if message.stdout is not None or message.job_output:
+            self.stdout = self.stdout if message.stdout is None else message.stdout
+            self.job_output = message.job_output or self.job_output
+            lines = self.history.logs[-50:] + ["── stdout.log ──"] + self.stdout
+            if self.job_output:
+                name, tail = self.job_output
+                lines += [f"── the job's own output ({name}) ──"] + tail
             log = self.query_one("#run-log", Log)
             log.clear()
-            log.write_lines(self.history.logs[-50:] + ["── stdout.log ──"] + message.stdout)
+            log.write_lines(lines)
 
     def render_run(self, new_epochs: bool = True, new_steps: bool = True) -> None:
         r, h = self.record, self.history
