@@ -268,7 +268,6 @@ class SlurmLauncher(Launcher):
         self.calls += 1
         return slurm_accounting.describe(slurm_accounting.usage(handle["job_id"]))
 
-
     def job_output(self, handle: dict, run_dir: Path) -> Path | None:
         # An array task's output is in its array's folder, named by the task's job id (A_T).
         if handle.get("slurm_folder"):
