@@ -85,6 +85,7 @@ class SynthGapApp(App):
         self.load_presets()
         self.check_disk()
         self.set_interval(60, self.check_disk)
+        self.set_timer(2.0, self.check_index)  # after the first screenful: it lists every run folder
 
     @work(thread=True, group="disk", exclusive=True)
     def check_disk(self) -> None:
@@ -94,6 +95,15 @@ class SynthGapApp(App):
 
         warning = low_space(self.workspace)
         self.call_from_thread(self._show_disk_warning, f"  ⚠ {warning.split(' in ')[0]}" if warning else "")
+
+    @work(thread=True, group="index-check")
+    def check_index(self) -> None:
+        """Run folders the index does not list (a lost or replaced index): said once, with the way back."""
+        from synthgap_tui.doctor import index_check
+
+        check = index_check(self.workspace, hint='the palette\'s "Rebuild the run index" brings them back')
+        if check.level == "WARN":
+            self.call_from_thread(self.notify, check.message, severity="warning", timeout=30)
 
     def _show_disk_warning(self, warning: str) -> None:
         base = self.sub_title.split("  ⚠ ")[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 from dataclasses import dataclass
 from typing import Iterator
@@ -11,7 +12,7 @@ from typing import Iterator
 from runners import protocol
 from synthgap_tui.formatting import fmt_bytes
 from synthgap_tui.gpu import NvmlMonitor
-from synthgap_tui.workspace import Workspace
+from synthgap_tui.workspace import Workspace, is_run_id
 
 
 @dataclass(frozen=True)
@@ -86,14 +87,34 @@ def run_checks(workspace: Workspace, monitor: NvmlMonitor | None = None) -> Iter
         warning = low_space(workspace, free)
         yield Check("WARN" if warning else "OK", "disk", warning or f"{fmt_bytes(free)} free in {root}")
 
-    if workspace.index_path.exists() or workspace.legacy_index_path.exists():
-        from synthgap_tui.errors import StoreError
-        from synthgap_tui.store import RunStore
+    yield index_check(workspace)
 
-        try:
-            n = RunStore(workspace).count()
-            yield Check("OK", "index", f"{n} runs in {workspace.index_path}")
-        except StoreError as e:
-            yield Check("FAIL", "index", str(e))
-    else:
-        yield Check("OK", "index", f"new workspace at {root}")
+
+def unindexed_runs(workspace: Workspace, indexed: set[str]) -> list[str]:
+    """Run folders in runs/ that the index does not list: a lost or replaced index."""
+    try:
+        names = [e.name for e in os.scandir(workspace.runs_dir) if e.is_dir() and is_run_id(e.name)]
+    except FileNotFoundError:
+        return []
+    return sorted(set(names) - indexed)
+
+
+def index_check(workspace: Workspace, hint: str = "`synthgap db rebuild` brings them back from their folders") -> Check:
+    # Any command creates a missing index, empty: the run folders then say what it lost.
+    if not (workspace.index_path.exists() or workspace.legacy_index_path.exists()):
+        if lost := unindexed_runs(workspace, set()):
+            return Check("WARN", "index", f"no index at {workspace.index_path}, but {len(lost)} run folder(s) in "
+                                          f"{workspace.runs_dir}: {hint}")
+        return Check("OK", "index", f"new workspace at {workspace.root}")
+    from synthgap_tui.errors import StoreError
+    from synthgap_tui.store import RunStore
+
+    try:
+        store = RunStore(workspace)
+        n, lost = store.count(), unindexed_runs(workspace, set(store.ids()))
+    except StoreError as e:
+        return Check("FAIL", "index", str(e))
+    if lost:
+        return Check("WARN", "index", f"{n} runs in {workspace.index_path}, but {len(lost)} run folder(s) in "
+                                      f"{workspace.runs_dir} are not in it: {hint}")
+    return Check("OK", "index", f"{n} runs in {workspace.index_path}")

@@ -358,6 +358,17 @@ def test_the_palette_prunes_the_workspace_as_gc_does(fixture_ws):
     asyncio.run(go())
 
 
+def test_the_app_says_when_run_folders_are_missing_from_the_index(fixture_ws):
+    fixture_ws.index_path.unlink()  # lost: the app's first read creates an empty one
+
+    async def go():
+        app = app_for(fixture_ws)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_until(pilot, lambda: any("13 run folder(s)" in n.message and "Rebuild the run index" in
+                                                n.message for n in app._notifications), what="the notice")
+    asyncio.run(go())
+
+
 def test_tags_and_a_note_from_the_app(fixture_ws):
     from synthgap_tui.screens.prompt import PromptScreen
 
