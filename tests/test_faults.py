@@ -140,12 +140,14 @@ def test_doctor_says_when_run_folders_are_missing_from_the_index(tmp_path):
         out = run_cli("doctor", ws=ws.root)
         return next(line for line in out.stdout.splitlines() if " index " in f" {line} ")
 
-    assert "WARN" in index_line() and "no index at" in index_line() and "2 run folder(s)" in index_line()
+    line = index_line()
+    assert "WARN" in line and "no index at" in line and "2 run folder(s)" in line
     assert run_cli("ls", ws=ws.root).returncode == 0  # creates an empty index
     line = index_line()
     assert "WARN" in line and "0 runs in" in line and "2 run folder(s)" in line and "db rebuild" in line
     assert run_cli("db", "rebuild", ws=ws.root).returncode == 0
-    assert "OK" in index_line() and "2 runs in" in index_line()
+    line = index_line()
+    assert "OK" in line and "2 runs in" in line
 
 
 def test_rebuild_backups_have_unique_names_and_the_newest_are_kept(tmp_path):
