@@ -132,22 +132,20 @@ def test_db_rebuild_killed_at_any_step_leaves_an_index_with_every_run(tmp_path, 
 
 def test_doctor_says_when_run_folders_are_missing_from_the_index(tmp_path):
     """A lost index comes back empty at the next command: doctor counts the folders it lost."""
+    from synthgap_tui.doctor import index_check
+
     ws = Workspace(tmp_path / "ws").ensure()
     finished_runs(ws, 2)
     ws.index_path.unlink()
-
-    def index_line() -> str:
-        out = run_cli("doctor", ws=ws.root)
-        return next(line for line in out.stdout.splitlines() if " index " in f" {line} ")
-
-    line = index_line()
-    assert "WARN" in line and "no index at" in line and "2 run folder(s)" in line
+    check = index_check(ws)
+    assert check.level == "WARN" and "no index at" in check.message and "2 run folder(s)" in check.message
     assert run_cli("ls", ws=ws.root).returncode == 0  # creates an empty index
-    line = index_line()
-    assert "WARN" in line and "0 runs in" in line and "2 run folder(s)" in line and "db rebuild" in line
+    check = index_check(ws)
+    assert check.level == "WARN" and "0 runs in" in check.message and "2 run folder(s)" in check.message
+    assert "db rebuild" in check.message
     assert run_cli("db", "rebuild", ws=ws.root).returncode == 0
-    line = index_line()
-    assert "OK" in line and "2 runs in" in line
+    check = index_check(ws)
+    assert check.level == "OK" and "2 runs in" in check.message
 
 
 def test_rebuild_backups_have_unique_names_and_the_newest_are_kept(tmp_path):
