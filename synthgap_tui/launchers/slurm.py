@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 from runners import protocol
-
 from runners.kinds.base import SLURM_OPTIONS
 from synthgap_tui.launchers import Launch, Launcher, LaunchError, Poll
 from synthgap_tui.launchers.slurm_job import read_state
@@ -76,8 +75,8 @@ def executor_for(launch: Launch, folder: Path | None = None, job_name: str | Non
     params["gpus_per_node"] = opts.get("gpus_per_node", launch.gpus) or None
     executor = submitit.SlurmExecutor(folder=folder or launch.run_dir / "slurm", max_num_timeout=opts["max_requeues"])
     executor.update_parameters(job_name=job_name or f"{JOB_PREFIX}{launch.run_id}", nodes=launch.nodes,
-                               ntasks_per_node=1,
-                               stderr_to_stdout=True, **{k: v for k, v in params.items() if v is not None})
+                               ntasks_per_node=1, stderr_to_stdout=True,
+                               **{k: v for k, v in params.items() if v is not None})
     return executor, opts
 
 
@@ -142,7 +141,7 @@ class SlurmLauncher(Launcher):
             return {}
         out: dict[str, dict | LaunchError] = {}
         try:
-            adoptable = self._live_jobs_by_run(launches[0].run_dir.parent.parent)
+            adoptable = self._live_jobs_by_run(_workspace(launches[0]))
         except LaunchError as e:
             return {launch.run_id: e for launch in launches}
         groups: dict[tuple, list[Launch]] = {}
@@ -173,7 +172,7 @@ class SlurmLauncher(Launcher):
 
     def _submit_array(self, chunk: list[Launch]) -> dict[str, dict | LaunchError]:
         key = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
-        folder = chunk[0].run_dir.parent.parent / ARRAYS_DIR / key
+        folder = _workspace(chunk[0]) / ARRAYS_DIR / key
         try:
             folder.mkdir(parents=True)
             # Before sbatch: a supervisor killed right after it finds its tasks' runs here.
@@ -285,6 +284,10 @@ def unused_arrays(workspace: Path, run_ids: set[str]) -> list[Path]:
         return []
     return sorted(folder for folder in base.iterdir() if folder.is_dir() and
                   not set(protocol.read_json(folder / MEMBERS_FILE, []) or []) & run_ids)
+
+
+def _workspace(launch: Launch) -> Path:
+    return launch.run_dir.parent.parent  # <workspace>/runs/<id>
 
 
 def _handle(launch: Launch) -> dict:
